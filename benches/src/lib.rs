@@ -1,0 +1,1 @@
+//! Benchmarks of the Fitz Rust client (see PERF.md).

@@ -1,0 +1,251 @@
+//! Routes, patterns and stream selectors (WIRE.md §9).
+//!
+//! These are the checks a decoder must make (concrete routes inside Queue
+//! RESERVE items and Stream pages and notifications) and the ones a client
+//! may make before sending; the broker stays authoritative.
+
+/// A domain scheme as it appears before `://`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Scheme {
+    /// `kv://`
+    Kv,
+    /// `queue://`
+    Queue,
+    /// `rpc://`
+    Rpc,
+    /// `lease://`
+    Lease,
+    /// `notice://`
+    Notice,
+    /// `stream://`
+    Stream,
+    /// `schedule://`
+    Schedule,
+}
+
+impl Scheme {
+    /// The scheme's text, without `://`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Kv => "kv",
+            Scheme::Queue => "queue",
+            Scheme::Rpc => "rpc",
+            Scheme::Lease => "lease",
+            Scheme::Notice => "notice",
+            Scheme::Stream => "stream",
+            Scheme::Schedule => "schedule",
+        }
+    }
+}
+
+/// The part after `scheme://`, if `route` has that scheme.
+pub fn strip_scheme(route: &str, scheme: Scheme) -> Option<&str> {
+    route.strip_prefix(scheme.as_str())?.strip_prefix("://")
+}
+
+fn valid_segment(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_control)
+}
+
+/// True if `route` is `scheme://` followed by exactly `segments` non-empty
+/// segments without wildcards or control characters.
+pub fn is_concrete(route: &str, scheme: Scheme, segments: usize) -> bool {
+    let Some(rest) = strip_scheme(route, scheme) else { return false };
+    let mut n = 0;
+    for seg in rest.split('/') {
+        if !valid_segment(seg) || seg.contains('*') {
+            return false;
+        }
+        n += 1;
+    }
+    n == segments
+}
+
+/// True if `route` is a concrete route of any depth ≥ 1 (RPC calls).
+pub fn is_concrete_any_depth(route: &str, scheme: Scheme) -> bool {
+    let Some(rest) = strip_scheme(route, scheme) else { return false };
+    rest.split('/').all(|s| valid_segment(s) && !s.contains('*'))
+}
+
+/// True if any segment after the scheme is a wildcard (`*` or `**`).
+pub fn has_wildcard(route: &str) -> bool {
+    route.split_once("://").is_some_and(|(_, rest)| rest.split('/').any(|s| s == "*" || s == "**"))
+}
+
+/// Checks a subscription pattern: whole-segment wildcards only, no
+/// adjacent `**`, and able to match `depth` segments (`None` = any depth)
+/// by the rule of WIRE.md §9.4.
+pub fn is_valid_pattern(pattern: &str, scheme: Scheme, depth: Option<usize>) -> bool {
+    let Some(rest) = strip_scheme(pattern, scheme) else { return false };
+    let (mut n, mut k, mut prev_dd) = (0usize, 0usize, false);
+    for seg in rest.split('/') {
+        if !valid_segment(seg) || (seg.contains('*') && seg != "*" && seg != "**") {
+            return false;
+        }
+        let dd = seg == "**";
+        if dd && prev_dd {
+            return false;
+        }
+        prev_dd = dd;
+        n += 1;
+        k += usize::from(dd);
+    }
+    match depth {
+        None => true,
+        Some(d) if k == 0 => n == d,
+        Some(d) => n - k <= d,
+    }
+}
+
+/// True if `route` (concrete) matches `pattern` (WIRE.md §9.4): `*` is one
+/// segment, `**` zero or more, greedy with backtracking. Schemes must be equal.
+pub fn matches(pattern: &str, route: &str) -> bool {
+    let (Some((ps, p)), Some((rs, r))) = (pattern.split_once("://"), route.split_once("://")) else {
+        return false;
+    };
+    if ps != rs {
+        return false;
+    }
+    // Iterative matcher: remember the last `**` and let it absorb one more
+    // route segment on mismatch. Works on iterators, no allocation.
+    let mut pi = p.split('/');
+    let mut ri = r.split('/');
+    let mut star: Option<(core::str::Split<'_, char>, core::str::Split<'_, char>)> = None;
+    loop {
+        let rc = ri.clone();
+        match (pi.next(), ri.next()) {
+            (Some("**"), _) => {
+                // `**` matches zero segments first; remember where to retry.
+                star = Some((pi.clone(), rc.clone()));
+                ri = rc;
+            }
+            (Some(ps), Some(rs)) if ps == "*" || ps == rs => {}
+            (None, None) => return true,
+            _ => {
+                match star.take() {
+                    Some((after_star, mut from)) => {
+                        if from.next().is_none() {
+                            return false;
+                        }
+                        pi = after_star.clone();
+                        ri = from.clone();
+                        star = Some((after_star, from));
+                    }
+                    None => return false,
+                }
+            }
+        }
+    }
+}
+
+/// How a Stream READ selector is read (WIRE.md §9.3, §11.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SelectorAxis {
+    /// `stream://R/A/S`: resource offsets, compatibility layout.
+    Resource,
+    /// `stream://R/A/*`: area offsets, compatibility layout.
+    Area,
+    /// `stream://R/*/S`, `R/*/*`, `R/**`: realm offsets, compatibility layout.
+    Realm,
+    /// Realm `*` or `stream://**`: global offsets, **extended** layout.
+    Global,
+}
+
+impl SelectorAxis {
+    /// True if READ pages for this axis use the extended layout.
+    pub const fn is_extended(self) -> bool {
+        matches!(self, SelectorAxis::Global)
+    }
+}
+
+/// Classifies one of the ten valid stream selectors; `None` for anything
+/// else (which the broker rejects). Selectors are limited to 512 bytes.
+pub fn stream_selector(selector: &str) -> Option<SelectorAxis> {
+    if selector.len() > 512 {
+        return None;
+    }
+    let rest = strip_scheme(selector, Scheme::Stream)?;
+    let mut it = rest.split('/');
+    let (a, b, c, d) = (it.next(), it.next(), it.next(), it.next());
+    let lit = |s: &str| valid_segment(s) && !s.contains('*');
+    match (a?, b, c, d) {
+        ("**", None, None, None) => Some(SelectorAxis::Global),
+        (r, Some("**"), None, None) if lit(r) => Some(SelectorAxis::Realm),
+        (r, Some(a), Some(s), None) => {
+            let realm_star = r == "*";
+            if !(realm_star || lit(r)) || !(a == "*" || lit(a)) || !(s == "*" || lit(s)) {
+                return None;
+            }
+            Some(match (realm_star, a == "*", s == "*") {
+                (true, _, _) => SelectorAxis::Global,
+                (false, true, _) => SelectorAxis::Realm,
+                (false, false, true) => SelectorAxis::Area,
+                (false, false, false) => SelectorAxis::Resource,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concrete_routes() {
+        assert!(is_concrete("queue://a/b/c", Scheme::Queue, 3));
+        assert!(!is_concrete("queue://a/b/*", Scheme::Queue, 3));
+        assert!(!is_concrete("queue://a/b", Scheme::Queue, 3));
+        assert!(!is_concrete("queue://a//c", Scheme::Queue, 3));
+        assert!(!is_concrete("stream://a/b/c", Scheme::Queue, 3));
+    }
+
+    #[test]
+    fn pattern_depth_rule() {
+        assert!(is_valid_pattern("queue://r/**", Scheme::Queue, Some(3)));
+        assert!(is_valid_pattern("queue://**/res", Scheme::Queue, Some(3)));
+        assert!(!is_valid_pattern("queue://r/a", Scheme::Queue, Some(3)));
+        assert!(!is_valid_pattern("queue://r/a/b/c/**", Scheme::Queue, Some(3)));
+        assert!(!is_valid_pattern("queue://r/**/**", Scheme::Queue, Some(3)));
+        assert!(!is_valid_pattern("queue://r/ord*/x", Scheme::Queue, Some(3)));
+    }
+
+    #[test]
+    fn wildcard_matching() {
+        assert!(matches("rpc://*/orders/**", "rpc://acme/orders/v1/create"));
+        assert!(!matches("rpc://acme/**/orders", "rpc://acme/create"));
+        assert!(matches("notice://acme/**", "notice://acme/a/b"));
+        assert!(matches("notice://**", "notice://x"));
+        assert!(matches("notice://a/**/z", "notice://a/z"));
+        assert!(matches("notice://a/**/z", "notice://a/b/c/z"));
+        assert!(!matches("notice://a/*/z", "notice://a/z"));
+        assert!(matches("kv://a/b/c", "kv://a/b/c"));
+        assert!(!matches("kv://a/b/c", "notice://a/b/c"));
+    }
+
+    #[test]
+    fn stream_selectors() {
+        use SelectorAxis::*;
+        for (s, axis) in [
+            ("stream://R/A/S", Some(Resource)),
+            ("stream://R/A/*", Some(Area)),
+            ("stream://R/*/S", Some(Realm)),
+            ("stream://R/*/*", Some(Realm)),
+            ("stream://R/**", Some(Realm)),
+            ("stream://*/A/S", Some(Global)),
+            ("stream://*/A/*", Some(Global)),
+            ("stream://*/*/S", Some(Global)),
+            ("stream://*/*/*", Some(Global)),
+            ("stream://**", Some(Global)),
+            ("stream://R/A/**", None),
+            ("stream://*/**", None),
+            ("stream://**/S", None),
+            ("stream://R/A", None),
+            ("stream://R/A/S/T", None),
+        ] {
+            assert_eq!(stream_selector(s), axis, "{s}");
+        }
+    }
+}
