@@ -120,3 +120,12 @@ impl<'a> SessionMetadata<'a> {
         (!t.is_empty() && t.len() <= 128 && !t.chars().any(char::is_control)).then_some(t)
     }
 }
+
+/// Runs every control decoder over `payload`, discarding the results.
+/// For fuzz targets and property tests: it must never panic.
+#[doc(hidden)]
+pub fn decode_all(payload: &[u8]) {
+    let _ = Connect::decode(payload);
+    let _ = ServerHello::decode(payload);
+    let _ = SessionMetadata::decode(payload);
+}

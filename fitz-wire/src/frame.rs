@@ -321,3 +321,30 @@ mod tests {
         assert_eq!(d.poll(&bytes[10..]), Ok(Deframed::Frame { frame: &[1, 0, 0], consumed: 7 }));
     }
 }
+
+/// Runs the deframer (both oversize policies, several maxima), the record
+/// splitter and both label parsers over `data`, discarding the results.
+/// For fuzz targets and property tests: it must never panic.
+#[doc(hidden)]
+pub fn decode_all(data: &[u8]) {
+    for max in [0, 7, 64, BROKER_MAX_FRAME] {
+        let _ = decode_tcp(data, max);
+        for policy in [Oversize::Reject, Oversize::Skip] {
+            let mut d = TcpDeframer::new(max, policy);
+            let mut rest = data;
+            // Bounded: each step consumes at least one byte or stops.
+            for _ in 0..=data.len() {
+                match d.poll(rest) {
+                    Ok(Deframed::Frame { consumed, .. } | Deframed::Discarded { consumed, .. }) if consumed > 0 => {
+                        rest = rest.get(consumed..).unwrap_or_default();
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    Records::new(data).for_each(drop);
+    LabelledRecords::from_broker(data).for_each(drop);
+    LabelledRecords::from_client(data).for_each(drop);
+    let _ = Record::parse_exact(data);
+}

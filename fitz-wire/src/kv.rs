@@ -524,3 +524,35 @@ pub fn decode_subscribe_reply(payload: &[u8]) -> Result<Reply<'_, SubscribeOk>, 
 pub fn decode_ack_reply(payload: &[u8]) -> Result<Reply<'_, ()>, DecodeError> {
     Reply::decode(payload, StatusSet::Standard)
 }
+
+/// Runs every KV decoder, in every context, over `payload` and discards the
+/// results. For fuzz targets and property tests: it must never panic.
+#[doc(hidden)]
+pub fn decode_all(payload: &[u8]) {
+    for d in [Dialect::Legacy, Dialect::Current] {
+        let _ = Begin::decode_dialect(payload, d);
+        let _ = Commit::decode_dialect(payload, d);
+    }
+    let _ = Begin::decode(payload);
+    let _ = Commit::decode(payload);
+    let _ = Rollback::decode(payload);
+    let _ = Get::decode(payload);
+    let _ = Put::decode(payload);
+    let _ = Insert::decode(payload);
+    let _ = Delete::decode(payload);
+    let _ = DeleteRange::decode(payload);
+    let _ = Scan::decode_with(payload, false);
+    let _ = Scan::decode_with(payload, true);
+    let _ = Subscribe::decode(payload);
+    let _ = Unsubscribe::decode(payload);
+    let _ = Notify::decode(payload);
+    let _ = decode_begin_reply(payload);
+    let _ = decode_get_reply(payload);
+    if let Ok(Reply::Ok(scan)) = decode_scan_reply(payload) {
+        for pair in scan.pairs {
+            let _ = pair;
+        }
+    }
+    let _ = decode_subscribe_reply(payload);
+    let _ = decode_ack_reply(payload);
+}

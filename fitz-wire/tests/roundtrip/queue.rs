@@ -1,0 +1,1 @@
+// Property tests of this domain land with its codec.
