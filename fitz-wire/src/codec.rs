@@ -571,3 +571,37 @@ impl<'a, M: Message + Payload<'a>> Encode for M {
         Payload::write_payload(self, out);
     }
 }
+
+/// A payload sent with a message type chosen at run time. Replies use it:
+/// a reply carries its request's type (WIRE.md §4.1), e.g.
+/// `Typed::new(MsgType::KV_GET, Reply::Ok(kv::GetOk { value: None }))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Typed<P> {
+    /// The record's message type.
+    pub msg_type: crate::MsgType,
+    /// The payload.
+    pub payload: P,
+}
+
+impl<P> Typed<P> {
+    /// Pairs `payload` with `msg_type`.
+    pub const fn new(msg_type: crate::MsgType, payload: P) -> Self {
+        Self { msg_type, payload }
+    }
+}
+
+impl<'a, P: Payload<'a>> Encode for Typed<P> {
+    #[inline]
+    fn msg_type(&self) -> crate::MsgType {
+        self.msg_type
+    }
+    #[inline]
+    fn payload_len(&self) -> usize {
+        self.payload.payload_len()
+    }
+    #[inline]
+    fn write_payload<S: Sink + ?Sized>(&self, out: &mut S) {
+        self.payload.write_payload(out);
+    }
+}

@@ -3,7 +3,7 @@
 
 use core::num::NonZeroU64;
 
-use crate::codec::{wire_message, Encode, Field, Message, Payload, Reader, Sink};
+use crate::codec::{Encode, Field, Message, Payload, Reader, Sink, wire_message};
 use crate::error::DecodeError;
 use crate::{Capabilities, MsgType};
 

@@ -1,8 +1,8 @@
 //! Errors of this crate, the response envelopes of WIRE.md §6 and the error
 //! code table of WIRE.md §6.3.
 
-use crate::codec::{Payload, Reader, Sink};
 use crate::Domain;
+use crate::codec::{Payload, Reader, Sink};
 
 /// A payload could not be decoded. Never "need more bytes": payloads are
 /// decoded only once their record is complete, so a short payload is

@@ -9,10 +9,10 @@ use core::num::NonZeroU64;
 use zerocopy::byteorder::big_endian::U32;
 use zerocopy::{FromBytes, IntoBytes};
 
+use crate::MsgType;
 use crate::codec::{Encode, Sink, SliceWriter};
 use crate::error::EncodeError;
 use crate::record::{self, FrameError, LabelError, Record, Records};
-use crate::MsgType;
 
 pub use crate::record::FrameError as Error;
 
@@ -300,28 +300,6 @@ pub fn encode_tcp<E: Encode + ?Sized>(msg: &E, buf: &mut [u8]) -> Result<usize, 
     encode_frame(Transport::Tcp, None, msg, buf)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn incomplete_reports_needed() {
-        assert_eq!(decode_tcp(&[0, 0], 100), Ok(TcpFrame::Incomplete { needed: 2 }));
-        assert_eq!(decode_tcp(&[0, 0, 0, 3, 1], 100), Ok(TcpFrame::Incomplete { needed: 2 }));
-        assert_eq!(decode_tcp(&[0, 0, 0, 0], 100), Err(FrameError::EmptyFrame));
-        assert_eq!(decode_tcp(&[0, 0, 1, 0], 100), Err(FrameError::TooLarge { len: 256, max: 100 }));
-    }
-
-    #[test]
-    fn skip_discards_oversized_frame_then_resumes() {
-        let mut d = TcpDeframer::new(4, Oversize::Skip);
-        let bytes = [0, 0, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0, 0, 3, 1, 0, 0];
-        assert_eq!(d.poll(&bytes[..7]), Ok(Deframed::Discarded { consumed: 7, finished: false }));
-        assert_eq!(d.poll(&bytes[7..10]), Ok(Deframed::Discarded { consumed: 3, finished: true }));
-        assert_eq!(d.poll(&bytes[10..]), Ok(Deframed::Frame { frame: &[1, 0, 0], consumed: 7 }));
-    }
-}
-
 /// Runs the deframer (both oversize policies, several maxima), the record
 /// splitter and both label parsers over `data`, discarding the results.
 /// For fuzz targets and property tests: it must never panic.
@@ -347,4 +325,26 @@ pub fn decode_all(data: &[u8]) {
     LabelledRecords::from_broker(data).for_each(drop);
     LabelledRecords::from_client(data).for_each(drop);
     let _ = Record::parse_exact(data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_reports_needed() {
+        assert_eq!(decode_tcp(&[0, 0], 100), Ok(TcpFrame::Incomplete { needed: 2 }));
+        assert_eq!(decode_tcp(&[0, 0, 0, 3, 1], 100), Ok(TcpFrame::Incomplete { needed: 2 }));
+        assert_eq!(decode_tcp(&[0, 0, 0, 0], 100), Err(FrameError::EmptyFrame));
+        assert_eq!(decode_tcp(&[0, 0, 1, 0], 100), Err(FrameError::TooLarge { len: 256, max: 100 }));
+    }
+
+    #[test]
+    fn skip_discards_oversized_frame_then_resumes() {
+        let mut d = TcpDeframer::new(4, Oversize::Skip);
+        let bytes = [0, 0, 0, 6, 1, 2, 3, 4, 5, 6, 0, 0, 0, 3, 1, 0, 0];
+        assert_eq!(d.poll(&bytes[..7]), Ok(Deframed::Discarded { consumed: 7, finished: false }));
+        assert_eq!(d.poll(&bytes[7..10]), Ok(Deframed::Discarded { consumed: 3, finished: true }));
+        assert_eq!(d.poll(&bytes[10..]), Ok(Deframed::Frame { frame: &[1, 0, 0], consumed: 7 }));
+    }
 }

@@ -5,7 +5,7 @@
 //! COMMIT carries `persistence` only in the current one; both are modelled
 //! as an `Option` that is `Some` exactly in the dialect that sends it.
 
-use crate::codec::{wire_enum, wire_message, wire_struct, Field, Message, Payload, Reader, Sink};
+use crate::codec::{Field, Message, Payload, Reader, Sink, wire_enum, wire_message, wire_struct};
 use crate::error::{DecodeError, Reply, StatusSet};
 use crate::{Dialect, MsgType};
 

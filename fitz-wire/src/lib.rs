@@ -73,8 +73,8 @@ pub mod schedule;
 pub mod stream;
 mod types;
 
-pub use codec::{Encode, Field, Message, Payload, Reader, Sink, SliceWriter, Uuid};
-pub use error::{DecodeError, EncodeError, Envelope, ErrorCode, Reply, Retry, ServerError, StatusSet, ERROR_CODES};
+pub use codec::{Encode, Field, Message, Payload, Reader, Sink, SliceWriter, Typed, Uuid};
+pub use error::{DecodeError, ERROR_CODES, EncodeError, Envelope, ErrorCode, Reply, Retry, ServerError, StatusSet};
 pub use record::{FrameError, LabelError, Record, RecordError, RecordHeader, Records};
 pub use types::{Capabilities, Dialect, Domain, MsgType};
 

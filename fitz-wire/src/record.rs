@@ -3,9 +3,9 @@
 use zerocopy::byteorder::big_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use crate::MsgType;
 use crate::codec::{Encode, Sink, SliceWriter};
 use crate::error::EncodeError;
-use crate::MsgType;
 
 /// Largest record payload (`u16` length field).
 pub const MAX_PAYLOAD: usize = 65_535;

@@ -48,24 +48,38 @@ fn valid_segment(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(char::is_control)
 }
 
+/// Number of segments of `rest` if every segment is non-empty and free of
+/// `*` and control characters; one pass over the bytes (this runs for every
+/// item of a READ page and every routed RESERVE item).
+fn concrete_segments(rest: &str) -> Option<usize> {
+    let (mut n, mut len, mut prev) = (1usize, 0usize, 0u8);
+    for &b in rest.as_bytes() {
+        match b {
+            b'/' if len == 0 => return None,
+            b'/' => {
+                n += 1;
+                len = 0;
+            }
+            // C0 controls and DEL are single bytes; C1 controls
+            // (U+0080–U+009F) are `C2 80`–`C2 9F` in UTF-8.
+            b'*' | 0x00..=0x1F | 0x7F => return None,
+            0x80..=0x9F if prev == 0xC2 => return None,
+            _ => len += 1,
+        }
+        prev = b;
+    }
+    (len > 0).then_some(n)
+}
+
 /// True if `route` is `scheme://` followed by exactly `segments` non-empty
 /// segments without wildcards or control characters.
 pub fn is_concrete(route: &str, scheme: Scheme, segments: usize) -> bool {
-    let Some(rest) = strip_scheme(route, scheme) else { return false };
-    let mut n = 0;
-    for seg in rest.split('/') {
-        if !valid_segment(seg) || seg.contains('*') {
-            return false;
-        }
-        n += 1;
-    }
-    n == segments
+    strip_scheme(route, scheme).and_then(concrete_segments) == Some(segments)
 }
 
 /// True if `route` is a concrete route of any depth ≥ 1 (RPC calls).
 pub fn is_concrete_any_depth(route: &str, scheme: Scheme) -> bool {
-    let Some(rest) = strip_scheme(route, scheme) else { return false };
-    rest.split('/').all(|s| valid_segment(s) && !s.contains('*'))
+    strip_scheme(route, scheme).and_then(concrete_segments).is_some()
 }
 
 /// True if any segment after the scheme is a wildcard (`*` or `**`).
@@ -122,19 +136,17 @@ pub fn matches(pattern: &str, route: &str) -> bool {
             }
             (Some(ps), Some(rs)) if ps == "*" || ps == rs => {}
             (None, None) => return true,
-            _ => {
-                match star.take() {
-                    Some((after_star, mut from)) => {
-                        if from.next().is_none() {
-                            return false;
-                        }
-                        pi = after_star.clone();
-                        ri = from.clone();
-                        star = Some((after_star, from));
+            _ => match star.take() {
+                Some((after_star, mut from)) => {
+                    if from.next().is_none() {
+                        return false;
                     }
-                    None => return false,
+                    pi = after_star.clone();
+                    ri = from.clone();
+                    star = Some((after_star, from));
                 }
-            }
+                None => return false,
+            },
         }
     }
 }
@@ -191,7 +203,9 @@ pub fn stream_selector(selector: &str) -> Option<SelectorAxis> {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::format;
 
     #[test]
     fn concrete_routes() {
@@ -200,6 +214,18 @@ mod tests {
         assert!(!is_concrete("queue://a/b", Scheme::Queue, 3));
         assert!(!is_concrete("queue://a//c", Scheme::Queue, 3));
         assert!(!is_concrete("stream://a/b/c", Scheme::Queue, 3));
+        assert!(!is_concrete("queue://a/b/c/", Scheme::Queue, 3));
+        assert!(!is_concrete("queue://a/b\u{7}/c", Scheme::Queue, 3));
+        assert!(!is_concrete("queue://a/b\u{85}/c", Scheme::Queue, 3));
+        assert!(is_concrete("queue://ä/ü/€", Scheme::Queue, 3));
+        assert!(is_concrete_any_depth("rpc://a", Scheme::Rpc));
+        assert!(!is_concrete_any_depth("rpc://", Scheme::Rpc));
+        // The byte scan agrees with a char-based reference on every char class.
+        for c in ['a', '\u{0}', '\u{1f}', '\u{7f}', '\u{80}', '\u{9f}', '\u{a0}', '\u{2028}', '*', 'é'] {
+            let route = format!("queue://r/a{c}/s");
+            let reference = !c.is_control() && c != '*';
+            assert_eq!(is_concrete(&route, Scheme::Queue, 3), reference, "{c:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,49 @@
-//! Shared strategies and the round-trip assertion.
+//! Shared strategies, the round-trip assertions and a counting allocator.
+//!
+//! The allocator counts per thread, so the round-trip macros can assert
+//! that encoding and decoding allocate nothing while proptest (which does
+//! allocate) runs around them.
 
-use fitz_wire::{frame, Encode, Payload, Record, Reply, ServerError};
+use fitz_wire::{Encode, Payload, Record, Reply, ServerError, frame};
 use proptest::prelude::*;
+
+struct Counting;
+
+std::thread_local! {
+    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the counter is a const-initialised
+// thread-local that never allocates.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and asserts that it allocated nothing on this thread.
+pub fn no_alloc<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let before = ALLOCS.with(std::cell::Cell::get);
+    let out = f();
+    let n = ALLOCS.with(std::cell::Cell::get) - before;
+    assert_eq!(n, 0, "{what} allocated {n} times");
+    out
+}
 
 /// Cases for the "arbitrary bytes never panic" properties.
 pub fn fuzz_cases() -> u32 {
@@ -40,19 +82,21 @@ pub fn junk() -> impl Strategy<Value = Vec<u8>> {
 pub fn encode_frame_checked<M: Encode>(msg: &M) -> Vec<u8> {
     let len = frame::frame_len(frame::Transport::Tcp, false, msg);
     let mut buf = vec![0u8; len];
-    let n = frame::encode_tcp(msg, &mut buf).expect("encode");
+    let mut short = vec![0u8; len - 1];
+    let n = no_alloc("encode", || frame::encode_tcp(msg, &mut buf)).expect("encode");
     assert_eq!(n, len, "frame_len must be exact");
-    assert!(frame::encode_tcp(msg, &mut vec![0u8; len - 1]).is_err(), "short buffer must be refused");
+    assert!(frame::encode_tcp(msg, &mut short).is_err(), "short buffer must be refused");
     buf
 }
 
 /// Parses a TCP frame holding one record of `ty` and returns its payload.
 pub fn payload_of(buf: &[u8], ty: fitz_wire::MsgType) -> &[u8] {
-    let frame::TcpFrame::Complete { frame, consumed } = frame::decode_tcp(buf, u32::MAX).expect("deframe") else {
-        panic!("incomplete frame")
+    let (frame, consumed) = match no_alloc("deframe", || frame::decode_tcp(buf, u32::MAX)).expect("deframe") {
+        frame::TcpFrame::Complete { frame, consumed } => (frame, consumed),
+        frame::TcpFrame::Incomplete { .. } => panic!("incomplete frame"),
     };
     assert_eq!(consumed, buf.len());
-    let record = Record::parse_exact(frame).expect("record");
+    let record = no_alloc("record parse", || Record::parse_exact(frame)).expect("record");
     assert_eq!(record.msg_type, ty);
     record.payload
 }
@@ -62,7 +106,7 @@ pub fn payload_of(buf: &[u8], ty: fitz_wire::MsgType) -> &[u8] {
 pub fn payload_bytes<'a, P: Payload<'a>>(value: &P) -> Vec<u8> {
     let mut buf = vec![0u8; value.payload_len()];
     let mut w = fitz_wire::SliceWriter::new(&mut buf);
-    value.write_payload(&mut w);
+    no_alloc("write_payload", || value.write_payload(&mut w));
     assert!(!w.overflowed() && w.position() == buf.len(), "payload_len must be exact");
     buf
 }
@@ -76,7 +120,7 @@ macro_rules! roundtrip {
         let msg = &$msg;
         let buf = $crate::common::encode_frame_checked(msg);
         let payload = $crate::common::payload_of(&buf, fitz_wire::Encode::msg_type(msg));
-        let decoded = ($decode)(payload).expect("decode");
+        let decoded = $crate::common::no_alloc("decode", || ($decode)(payload)).expect("decode");
         assert_eq!(&decoded, msg);
         assert_eq!($crate::common::encode_frame_checked(&decoded), buf);
     }};
@@ -89,7 +133,7 @@ macro_rules! roundtrip_payload {
     ($value:expr, $decode:expr) => {{
         let value = &$value;
         let buf = $crate::common::payload_bytes(value);
-        let decoded = ($decode)(&buf[..]).expect("decode");
+        let decoded = $crate::common::no_alloc("decode", || ($decode)(&buf[..])).expect("decode");
         assert_eq!(&decoded, value);
         assert_eq!($crate::common::payload_bytes(&decoded), buf);
     }};
@@ -111,4 +155,11 @@ pub fn server_error((code, msg): &(Option<u32>, String)) -> ServerError<'_> {
 /// `Reply::Err(e)` if `use_err`, else `Reply::Ok(ok)`.
 pub fn pick<'e, T>(use_err: bool, e: ServerError<'e>, ok: T) -> Reply<'e, T> {
     if use_err { Reply::Err(e) } else { Reply::Ok(ok) }
+}
+
+#[test]
+#[should_panic(expected = "allocated")]
+fn counter_sees_allocations() {
+    // Proves the zero-allocation assertions above can fail.
+    no_alloc("a Vec", || std::hint::black_box(vec![1u8; 16]));
 }

@@ -12,7 +12,6 @@ fn durability() -> impl Strategy<Value = Durability> {
     prop_oneof![Just(Durability::Buffered), Just(Durability::Sync)]
 }
 
-
 proptest! {
     #![proptest_config(roundtrip_config())]
 

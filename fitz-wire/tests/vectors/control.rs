@@ -3,8 +3,8 @@
 use fitz_wire::control::{Connect, ServerHello, SessionMetadata};
 use fitz_wire::{Capabilities, MsgType, Payload, Record};
 
-use crate::util::*;
 use crate::Dir;
+use crate::util::*;
 
 pub fn encode(name: &str, f: &Fields, ctx: &Ctx<'_>) -> Option<R<Vec<u8>>> {
     Some(match name {
@@ -36,12 +36,13 @@ pub fn encode(name: &str, f: &Fields, ctx: &Ctx<'_>) -> Option<R<Vec<u8>>> {
 
 pub fn decode(name: &str, dir: Dir, p: &[u8], _ctx: &Ctx<'_>) -> Option<R<Decoded>> {
     Some(match (name, dir) {
-        ("FRAME", _) => Ok(Decoded { fields: Out::new().bytes("payload", p).done(), reencoded: p.to_vec() })
-            .map(|mut d| {
+        ("FRAME", _) => {
+            Ok(Decoded { fields: Out::new().bytes("payload", p).done(), reencoded: p.to_vec() }).map(|mut d| {
                 // msg_type is compared at the record level by the runner.
                 d.fields.remove("msg_type");
                 d
-            }),
+            })
+        }
         ("CONNECT", Dir::C2s) => Connect::decode(p).map_err(|e| e.to_string()).and_then(|m| {
             let out = match core::str::from_utf8(m.token) {
                 Ok(t) => Out::new().set("token", t),

@@ -2,10 +2,10 @@
 
 use fitz_wire::kv::*;
 use fitz_wire::{Dialect, Payload, Reply};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::util::*;
 use crate::Dir;
+use crate::util::*;
 
 fn mode(f: &Fields) -> R<Mode> {
     match get_str(f, &["mode"])? {
@@ -180,12 +180,12 @@ pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded
                 decoded(o.done(), &m)
             })
         }
-        ("KV_SUBSCRIBE", Dir::C2s) => Subscribe::decode(p)
-            .map_err(e)
-            .and_then(|m| decoded(Out::new().set("pattern", m.pattern).done(), &m)),
-        ("KV_UNSUBSCRIBE", Dir::C2s) => Unsubscribe::decode(p)
-            .map_err(e)
-            .and_then(|m| decoded(Out::new().set("pattern", m.pattern).done(), &m)),
+        ("KV_SUBSCRIBE", Dir::C2s) => {
+            Subscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("pattern", m.pattern).done(), &m))
+        }
+        ("KV_UNSUBSCRIBE", Dir::C2s) => {
+            Unsubscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("pattern", m.pattern).done(), &m))
+        }
         ("KV_BEGIN_RESPONSE", Dir::S2c) => decode_begin_reply(p).map_err(e).and_then(|r| {
             check_envelope(ctx, &r)?;
             decoded(reply_fields(&r, |v, o| o.set("tx_id", v.tx_id)), &r)
@@ -208,8 +208,13 @@ pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded
             decoded(reply_fields(&r, |v, o| o.set("sub_id", v.sub_id)), &r)
         }),
         (
-            "KV_COMMIT_RESPONSE" | "KV_ROLLBACK_RESPONSE" | "KV_PUT_RESPONSE" | "KV_INSERT_RESPONSE"
-            | "KV_DELETE_RESPONSE" | "KV_DELETE_RANGE_RESPONSE" | "KV_UNSUBSCRIBE_RESPONSE",
+            "KV_COMMIT_RESPONSE"
+            | "KV_ROLLBACK_RESPONSE"
+            | "KV_PUT_RESPONSE"
+            | "KV_INSERT_RESPONSE"
+            | "KV_DELETE_RESPONSE"
+            | "KV_DELETE_RANGE_RESPONSE"
+            | "KV_UNSUBSCRIBE_RESPONSE",
             Dir::S2c,
         ) => ack(p, ctx),
         ("KV_NOTIFY", Dir::S2c) => Notify::decode(p).map_err(e).and_then(|m| {

@@ -1,12 +1,183 @@
-//! Placeholder until this domain's codec lands.
+//! Lease vectors (legacy and current).
+//!
+//! The legacy set names some fields after fitz-py (`token`, `ttl_seconds`,
+//! `owner`, `route` for SUBSCRIBE) and the current one after cntryl-fitz
+//! (`fencing_token`, `ttl_secs`, `pattern`): inputs are read under every
+//! name and outputs are written under every name.
 
-use crate::util::*;
+use fitz_wire::lease::*;
+use fitz_wire::{Payload, Reply};
+use serde_json::{Value, json};
+
 use crate::Dir;
+use crate::util::*;
 
-pub fn encode(_name: &str, _f: &Fields, _ctx: &Ctx<'_>) -> Option<R<Vec<u8>>> {
-    None
+const TOKEN: &[&str] = &["token", "fencing_token"];
+const TTL: &[&str] = &["ttl_seconds", "ttl_secs"];
+const OWNER: &[&str] = &["owner_id", "owner"];
+const WATCH: &[&str] = &["route", "pattern"];
+
+fn cursor(f: &Fields, names: &[&str]) -> R<Option<ListCursor>> {
+    match names.iter().find_map(|n| f.get(*n)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(c)) => {
+            Ok(Some(ListCursor { snapshot_id: get_u64(c, &["snapshot_id"])?, offset: get_u32(c, &["offset"])? }))
+        }
+        Some(v) => Err(format!("cursor is not an object: {v}")),
+    }
 }
 
-pub fn decode(_name: &str, _dir: Dir, _p: &[u8], _ctx: &Ctx<'_>) -> Option<R<Decoded>> {
-    None
+fn cursor_json(c: Option<ListCursor>) -> Value {
+    c.map_or(Value::Null, |c| json!({"snapshot_id": c.snapshot_id, "offset": c.offset}))
+}
+
+fn item_json(i: &ListItem<'_>) -> Value {
+    json!({
+        "route": i.route,
+        "owner_id": i.owner_id,
+        "holder_incarnation": i.holder_incarnation,
+        "acquired_at": i.acquired_at,
+        "expires_in_secs": i.expires_in_secs,
+        "renewals": i.renewals,
+    })
+}
+
+pub fn encode(name: &str, f: &Fields, _ctx: &Ctx<'_>) -> Option<R<Vec<u8>>> {
+    let run = || -> R<Vec<u8>> {
+        match name {
+            "LEASE_ACQUIRE" => {
+                let m = Acquire {
+                    route: get_str(f, &["route"])?,
+                    owner_id: get_str(f, OWNER)?,
+                    ttl_secs: get_u64(f, TTL)?,
+                    wait_seconds: get_u32(f, &["wait_seconds"])?,
+                };
+                m.validate().map_err(|e| format!("refused: {e}"))?;
+                record(&m)
+            }
+            "LEASE_RENEW" => record(&Renew {
+                route: get_str(f, &["route"])?,
+                owner_id: get_str(f, OWNER)?,
+                fencing_token: get_u64(f, TOKEN)?,
+                ttl_secs: get_u64(f, TTL)?,
+            }),
+            "LEASE_RELEASE" => record(&Release {
+                route: get_str(f, &["route"])?,
+                owner_id: get_str(f, OWNER)?,
+                fencing_token: get_u64(f, TOKEN)?,
+            }),
+            "LEASE_QUERY" => record(&Query { route: get_str(f, &["route"])? }),
+            "LEASE_SUBSCRIBE" => record(&Subscribe { route: get_str(f, WATCH)? }),
+            "LEASE_UNSUBSCRIBE" => record(&Unsubscribe { route: get_str(f, WATCH)? }),
+            "LEASE_LIST" => record(&List {
+                pattern: get_str(f, &["pattern", "route"])?,
+                cursor: cursor(f, &["cursor"])?,
+                limit: get_u32(f, &["limit"])?,
+            }),
+            _ => Err(String::new()),
+        }
+    };
+    if !name.starts_with("LEASE_")
+        || name.ends_with("_RESPONSE")
+        || name == "LEASE_NOTIFY"
+        || name == "LEASE_ACQUIRE_DEFERRED"
+    {
+        return None;
+    }
+    Some(run())
+}
+
+fn acquire_fields(r: &Reply<'_, AcquireOk>) -> Fields {
+    reply_fields(r, |v, o| o.set("response_type", v.status.to_u8()).alias(TOKEN, v.fencing_token))
+}
+
+fn ack(p: &[u8], ctx: &Ctx<'_>) -> R<Decoded> {
+    let r = decode_ack_reply(p).map_err(|e| e.to_string())?;
+    check_envelope(ctx, &r)?;
+    decoded(reply_fields(&r, |_, o| o), &r)
+}
+
+pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded>> {
+    let e = |e: fitz_wire::DecodeError| e.to_string();
+    Some(match (name, dir) {
+        ("LEASE_ACQUIRE", Dir::C2s) => Acquire::decode(p).map_err(e).and_then(|m| {
+            let o = Out::new()
+                .set("route", m.route)
+                .alias(OWNER, m.owner_id)
+                .alias(TTL, m.ttl_secs)
+                .set("wait_seconds", m.wait_seconds);
+            decoded(o.done(), &m)
+        }),
+        ("LEASE_RENEW", Dir::C2s) => Renew::decode(p).map_err(e).and_then(|m| {
+            let o = Out::new()
+                .set("route", m.route)
+                .alias(OWNER, m.owner_id)
+                .alias(TOKEN, m.fencing_token)
+                .alias(TTL, m.ttl_secs);
+            decoded(o.done(), &m)
+        }),
+        ("LEASE_RELEASE", Dir::C2s) => Release::decode(p).map_err(e).and_then(|m| {
+            let o = Out::new().set("route", m.route).alias(OWNER, m.owner_id).alias(TOKEN, m.fencing_token);
+            decoded(o.done(), &m)
+        }),
+        ("LEASE_QUERY", Dir::C2s) => {
+            Query::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("route", m.route).done(), &m))
+        }
+        ("LEASE_SUBSCRIBE", Dir::C2s) => {
+            Subscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().alias(WATCH, m.route).done(), &m))
+        }
+        ("LEASE_UNSUBSCRIBE", Dir::C2s) => {
+            Unsubscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().alias(WATCH, m.route).done(), &m))
+        }
+        ("LEASE_LIST", Dir::C2s) => List::decode(p).map_err(e).and_then(|m| {
+            let o = Out::new().set("pattern", m.pattern).set("cursor", cursor_json(m.cursor)).set("limit", m.limit);
+            decoded(o.done(), &m)
+        }),
+        ("LEASE_ACQUIRE_RESPONSE", Dir::S2c) => decode_acquire_reply(p).map_err(e).and_then(|r| {
+            check_envelope(ctx, &r)?;
+            decoded(acquire_fields(&r), &r)
+        }),
+        ("LEASE_ACQUIRE_DEFERRED", Dir::S2c) => decode_acquire_deferred(p).map_err(e).and_then(|r| {
+            check_envelope(ctx, &r)?;
+            decoded(acquire_fields(&r), &r)
+        }),
+        ("LEASE_RENEW_RESPONSE", Dir::S2c) => decode_renew_reply(p).map_err(e).and_then(|r| {
+            check_envelope(ctx, &r)?;
+            decoded(reply_fields(&r, |v, o| o.alias(TOKEN, v.fencing_token)), &r)
+        }),
+        ("LEASE_QUERY_RESPONSE", Dir::S2c) => decode_query_reply(p).map_err(e).and_then(|r| {
+            check_envelope(ctx, &r)?;
+            let fields = reply_fields(&r, |v, o| {
+                o.set("is_held", v.is_held())
+                    .alias(&["owner", "owner_id"], v.owner_id().map_or(Value::Null, Value::from))
+                    .alias(
+                        &["ttl_remaining", "ttl_remaining_secs"],
+                        v.ttl_remaining_secs().map_or(Value::Null, Value::from),
+                    )
+                    .alias(&["pending_waiters", "waiters"], v.pending_waiters())
+            });
+            decoded(fields, &r)
+        }),
+        ("LEASE_SUBSCRIBE_RESPONSE", Dir::S2c) => decode_subscribe_reply(p).map_err(e).and_then(|r| {
+            check_envelope(ctx, &r)?;
+            decoded(reply_fields(&r, |v, o| o.set("sub_id", v.sub_id)), &r)
+        }),
+        ("LEASE_LIST_RESPONSE", Dir::S2c) => decode_list_reply(p).map_err(e).and_then(|r| {
+            check_envelope(ctx, &r)?;
+            let fields = reply_fields(&r, |v, o| {
+                let items: Vec<Value> = v.items.iter().map(|i| item_json(&i)).collect();
+                if items.len() != usize::try_from(v.items.len()).unwrap_or(usize::MAX) {
+                    return o.set("items", "iterator yielded fewer items than the count");
+                }
+                o.set("items", items).set("has_next", v.next.is_some()).set("next_cursor", cursor_json(v.next))
+            });
+            decoded(fields, &r)
+        }),
+        ("LEASE_RELEASE_RESPONSE" | "LEASE_UNSUBSCRIBE_RESPONSE", Dir::S2c) => ack(p, ctx),
+        ("LEASE_NOTIFY", Dir::S2c) => Notify::decode(p).map_err(e).and_then(|m| {
+            let o = Out::new().set("sub_id", m.sub_id).set("route", m.route).bytes("payload", m.payload);
+            decoded(o.done(), &m)
+        }),
+        _ => return None,
+    })
 }

@@ -10,7 +10,14 @@
 //! Messages are dispatched by the vector's `name`, so new vector files in
 //! the same schema are picked up without code changes.
 
-#![allow(unreachable_pub, missing_docs, clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::std_instead_of_core
+)]
 
 mod control;
 mod kv;
@@ -23,14 +30,14 @@ mod stream;
 mod util;
 
 use std::num::NonZeroU64;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use fitz_wire::frame::{self, LabelledRecords, TcpFrame, Transport};
 use fitz_wire::{Capabilities, Dialect, MsgType, Record};
 use serde_json::Value;
-use util::{to_hex, Ctx, Decoded, Fields, R};
+use util::{Ctx, Decoded, Fields, R, to_hex};
 
 type EncodeFn = fn(&str, &Fields, &Ctx<'_>) -> Option<R<Vec<u8>>>;
 type DecodeFn = fn(&str, Dir, &[u8], &Ctx<'_>) -> Option<R<Decoded>>;
@@ -237,9 +244,10 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|_| {}));
     let (mut passed, mut failed) = (0usize, 0usize);
     for path in &files {
-        let doc: Value = match std::fs::read(path).map_err(|e| e.to_string()).and_then(|b| {
-            serde_json::from_slice(&b).map_err(|e| e.to_string())
-        }) {
+        let doc: Value = match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
             Ok(d) => d,
             Err(e) => {
                 println!("FAIL {}: unreadable: {e}", path.display());

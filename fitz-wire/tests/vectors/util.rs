@@ -25,13 +25,10 @@ impl Ctx<'_> {
 }
 
 pub fn hex(s: &str) -> R<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(format!("odd hex length {}", s.len()));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("bad hex: {e}")))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| format!("bad hex: {e}"))).collect()
 }
 
 pub fn to_hex(b: &[u8]) -> String {
@@ -143,10 +140,7 @@ impl Out {
 }
 
 /// The decoded fields of a reply: `status` plus the ok fields, or the error.
-pub fn reply_fields<T>(
-    reply: &fitz_wire::Reply<'_, T>,
-    ok: impl FnOnce(&T, Out) -> Out,
-) -> Fields {
+pub fn reply_fields<T>(reply: &fitz_wire::Reply<'_, T>, ok: impl FnOnce(&T, Out) -> Out) -> Fields {
     match reply {
         fitz_wire::Reply::Ok(v) => ok(v, Out::new().set("status", "ok")).done(),
         fitz_wire::Reply::Err(e) => Out::new()
