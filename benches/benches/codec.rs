@@ -131,7 +131,8 @@ fn benches(c: &mut Criterion) {
         captured_watermark: None,
     };
     let mut page_buf = vec![0u8; 16_384];
-    let page_items = stream::write_items(items.iter().copied(), PageLayout::Compatibility, &mut page_buf).unwrap();
+    let page_items =
+        stream::Items::write_into(items.iter().copied(), PageLayout::Compatibility, &mut page_buf).unwrap();
     let read_reply = Reply::Ok(ReadOk { page: Some(Page { items: page_items, cursor }) });
     let read_frame = encode_frame(&fitz_wire::codec::Typed::new(fitz_wire::MsgType::STREAM_READ, read_reply));
 
@@ -143,7 +144,8 @@ fn benches(c: &mut Criterion) {
         .collect();
     let mut reserve_buf = vec![0u8; 8192];
     let reserved =
-        queue::write_reserved_items(qitems.iter().copied(), queue::ReserveLayout::Exact, &mut reserve_buf).unwrap();
+        queue::ReservedItems::write_into(qitems.iter().copied(), queue::ReserveLayout::Exact, &mut reserve_buf)
+            .unwrap();
     let reserve_reply = Reply::Ok(queue::ReserveOk { items: reserved, bare: false });
     let reserve_frame = encode_frame(&fitz_wire::codec::Typed::new(fitz_wire::MsgType::QUEUE_RESERVE, reserve_reply));
 
@@ -214,7 +216,7 @@ fn benches(c: &mut Criterion) {
         Case {
             name: "stream_read_100_encode",
             op: Box::new(|| {
-                let items = stream::write_items(
+                let items = stream::Items::write_into(
                     black_box(&items).iter().copied(),
                     PageLayout::Compatibility,
                     &mut page_scratch,
@@ -246,7 +248,7 @@ fn benches(c: &mut Criterion) {
         Case {
             name: "queue_reserve_64_encode",
             op: Box::new(|| {
-                let items = queue::write_reserved_items(
+                let items = queue::ReservedItems::write_into(
                     black_box(&qitems).iter().copied(),
                     queue::ReserveLayout::Exact,
                     &mut reserve_scratch,

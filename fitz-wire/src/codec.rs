@@ -1,11 +1,14 @@
 //! Primitive encodings of WIRE.md §1: a checked reader over a payload, a
 //! writer into a caller buffer, and the [`Field`] trait that ties them to
-//! Rust types.
+//! Rust types; and the one counted-list type ([`List`] of [`Element`]s) that
+//! the counted pages and requests of every domain share.
 //!
 //! Every read checks the remaining length first and returns
 //! [`DecodeError`]; nothing here indexes a slice in a way that can panic.
 
-use crate::error::DecodeError;
+use core::marker::PhantomData;
+
+use crate::error::{DecodeError, EncodeError};
 
 /// A cursor over the bytes of one record payload.
 ///
@@ -86,23 +89,35 @@ impl<'a> Reader<'a> {
         self.array().map(u64::from_be_bytes)
     }
 
-    /// `bool`: `0` or `1`, anything else is malformed.
+    /// A `0` / `1` byte; anything else is malformed as `field`.
     #[inline]
-    pub fn bool(&mut self) -> Result<bool, DecodeError> {
+    pub fn flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(DecodeError::InvalidValue { field: "bool", value: v }),
+            value => Err(DecodeError::InvalidValue { field, value }),
         }
+    }
+
+    /// `bool`: `0` or `1`, anything else is malformed.
+    #[inline]
+    pub fn bool(&mut self) -> Result<bool, DecodeError> {
+        self.flag("bool")
     }
 
     /// The presence byte of an `opt<T>`.
     #[inline]
     pub fn presence(&mut self) -> Result<bool, DecodeError> {
+        self.flag("presence")
+    }
+
+    /// A byte that must be `expected` (a version, a marker, an "id present"
+    /// flag); any other value is malformed as `field`.
+    #[inline]
+    pub fn expect_u8(&mut self, expected: u8, field: &'static str) -> Result<(), DecodeError> {
         match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            v => Err(DecodeError::InvalidValue { field: "presence", value: v }),
+            v if v == expected => Ok(()),
+            value => Err(DecodeError::InvalidValue { field, value }),
         }
     }
 
@@ -138,6 +153,19 @@ impl<'a> Reader<'a> {
     #[inline]
     pub fn finish(self) -> Result<(), DecodeError> {
         if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes) }
+    }
+
+    /// Reads all of `buf` with `read`, which must consume it exactly (else
+    /// [`DecodeError::TrailingBytes`]).
+    #[inline]
+    pub fn decode<T>(
+        buf: &'a [u8],
+        read: impl FnOnce(&mut Reader<'a>) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        let mut r = Reader::new(buf);
+        let v = read(&mut r)?;
+        r.finish()?;
+        Ok(v)
     }
 }
 
@@ -517,10 +545,7 @@ pub trait Payload<'a>: Sized {
     /// Decodes a complete payload: every field, and nothing after the last.
     #[inline]
     fn decode(payload: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(payload);
-        let v = Self::read_payload(&mut r)?;
-        r.finish()?;
-        Ok(v)
+        Reader::decode(payload, Self::read_payload)
     }
 }
 
@@ -603,5 +628,468 @@ impl<'a, P: Payload<'a>> Encode for Typed<P> {
     #[inline]
     fn write_payload<S: Sink + ?Sized>(&self, out: &mut S) {
         self.payload.write_payload(out);
+    }
+}
+
+/// Defines a SUBSCRIBE OK body of the form `u8 1` (id present), then
+/// `u64 sub_id`: any other first byte is malformed as `$field`.
+macro_rules! flagged_sub_id {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident : $field:literal ;
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        pub struct $name {
+            /// Subscription id.
+            pub sub_id: u64,
+        }
+
+        impl<'a> $crate::codec::Payload<'a> for $name {
+            #[inline]
+            fn payload_len(&self) -> usize {
+                9
+            }
+            #[inline]
+            fn write_payload<S: $crate::codec::Sink + ?Sized>(&self, out: &mut S) {
+                out.put_u8(1);
+                out.put_u64(self.sub_id);
+            }
+            #[inline]
+            fn read_payload(r: &mut $crate::codec::Reader<'a>) -> Result<Self, $crate::error::DecodeError> {
+                r.expect_u8(1, $field)?;
+                Ok(Self { sub_id: r.u64()? })
+            }
+        }
+    };
+}
+pub(crate) use flagged_sub_id;
+
+// ---------------------------------------------------------------------------
+// Counted lists
+// ---------------------------------------------------------------------------
+
+/// One element of a counted list (`u32 count`, then `count` elements):
+/// SCAN pairs, RESERVE items, LIST items, READ items, CREATE_BATCH entries,
+/// filter clauses and AnyOf values.
+///
+/// Every [`Payload`] is an element with no layout (its fields, one after the
+/// other); elements whose encoding depends on the request (Queue RESERVE
+/// items, Stream READ items) name that context as their [`Element::Layout`].
+///
+/// `&str` implements both [`Field`] and `Element`: with both traits in
+/// scope, call `Element::wire_len(&v, ())` rather than `v.wire_len(..)`.
+pub trait Element<'a>: Sized {
+    /// What the element's encoding depends on (`()` if nothing; e.g.
+    /// [`crate::queue::ReserveLayout`], [`crate::stream::PageLayout`]).
+    type Layout: Copy + Eq + core::fmt::Debug;
+
+    /// Reads and validates one element in `layout`.
+    fn read(r: &mut Reader<'a>, layout: Self::Layout) -> Result<Self, DecodeError>;
+
+    /// Encoded size in `layout`.
+    fn wire_len(&self, layout: Self::Layout) -> usize;
+
+    /// Writes the element in `layout`. Writers call [`Element::check`]
+    /// first; what it refuses is not written.
+    fn write<S: Sink + ?Sized>(&self, out: &mut S, layout: Self::Layout);
+
+    /// Refuses an element that a decoder would reject once written in
+    /// `layout` (e.g. a routed item without a concrete route). Accepts
+    /// everything by default.
+    #[inline]
+    fn check(&self, layout: Self::Layout) -> Result<(), EncodeError> {
+        let _ = layout;
+        Ok(())
+    }
+}
+
+impl<'a, P: Payload<'a>> Element<'a> for P {
+    type Layout = ();
+    #[inline]
+    fn read(r: &mut Reader<'a>, (): ()) -> Result<Self, DecodeError> {
+        P::read_payload(r)
+    }
+    #[inline]
+    fn wire_len(&self, (): ()) -> usize {
+        self.payload_len()
+    }
+    #[inline]
+    fn write<S: Sink + ?Sized>(&self, out: &mut S, (): ()) {
+        self.write_payload(out);
+    }
+}
+
+/// A `str` value (Stream filter AnyOf values).
+impl<'a> Element<'a> for &'a str {
+    type Layout = ();
+    #[inline]
+    fn read(r: &mut Reader<'a>, (): ()) -> Result<Self, DecodeError> {
+        r.str()
+    }
+    #[inline]
+    fn wire_len(&self, (): ()) -> usize {
+        Field::wire_len(self)
+    }
+    #[inline]
+    fn write<S: Sink + ?Sized>(&self, out: &mut S, (): ()) {
+        Field::write(self, out);
+    }
+}
+
+/// A counted list (`u32 count`, then `count` elements in one layout),
+/// borrowed from a payload: validated once when built, then iterated lazily
+/// without copying.
+///
+/// Built by decoding ([`List::read`], [`List::from_wire`]) or by writing
+/// elements into a caller buffer ([`List::write_into`], [`ListWriter`]).
+/// The domains name their lists with type aliases, e.g.
+/// [`crate::kv::ScanPairs`] or [`crate::stream::Items`].
+///
+/// `L` is always `T`'s [`Element::Layout`]; it is a parameter of its own
+/// only so that a list stays covariant in `'a`, as borrowed views are. The
+/// default is a projection, which a struct field would make invariant: name
+/// the layout type in fields (`List<'a, Entry<'a>, ()>`) or use the aliases.
+pub struct List<'a, T: Element<'a>, L = <T as Element<'a>>::Layout> {
+    count: u32,
+    /// The elements in wire form, without the count.
+    bytes: &'a [u8],
+    layout: L,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Element<'a>> List<'a, T> {
+    /// No element.
+    pub const fn empty(layout: T::Layout) -> Self {
+        Self { count: 0, bytes: &[], layout, _t: PhantomData }
+    }
+
+    /// Reads `count` elements in `layout` from `r`, validating each, and
+    /// leaves what follows them in `r`.
+    fn read_elements(count: u32, r: &mut Reader<'a>, layout: T::Layout) -> Result<Self, DecodeError> {
+        let start = r.peek_rest();
+        let mut probe = Reader::new(start);
+        for _ in 0..count {
+            T::read(&mut probe, layout)?;
+        }
+        let used = start.len().saturating_sub(probe.remaining());
+        let bytes = r.take(used)?;
+        Ok(Self { count, bytes, layout, _t: PhantomData })
+    }
+
+    /// Reads a list as it stands in a payload: the `u32` count, then that
+    /// many elements in `layout`, each validated. What follows the last
+    /// element (a cursor, a `has_more` byte) is left in `r`.
+    pub fn read(r: &mut Reader<'a>, layout: T::Layout) -> Result<Self, DecodeError> {
+        let count = r.u32()?;
+        Self::read_elements(count, r, layout)
+    }
+
+    /// Checks that `bytes` holds exactly `count` valid elements in `layout`
+    /// (bytes after the last one are [`DecodeError::TrailingBytes`]).
+    pub fn from_wire(count: u32, bytes: &'a [u8], layout: T::Layout) -> Result<Self, DecodeError> {
+        Reader::decode(bytes, |r| Self::read_elements(count, r, layout))
+    }
+
+    /// Number of elements.
+    pub const fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// True if the list holds no element.
+    pub const fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The layout the elements are in.
+    pub const fn layout(&self) -> T::Layout {
+        self.layout
+    }
+
+    /// The elements in wire form (without the count).
+    pub const fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Wire length of the elements (without the count).
+    pub const fn wire_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Writes the list as it stands in a payload: the `u32` count, then the
+    /// elements (`4 +` [`List::wire_len`] bytes).
+    pub fn write<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.put_u32(self.count);
+        out.put(self.bytes);
+    }
+
+    /// Iterates over the elements.
+    pub fn iter(&self) -> ListIter<'a, T> {
+        ListIter { left: self.count, r: Reader::new(self.bytes), layout: self.layout, _t: PhantomData }
+    }
+
+    /// Writes `elements` in `layout` into `buf` and returns the list (for
+    /// brokers building a page).
+    ///
+    /// Fails, without a partial element, if an element is refused by
+    /// [`Element::check`] or if `buf` cannot hold them all:
+    /// [`EncodeError::BufferTooSmall`] then gives the exact size of all the
+    /// elements and `buf.len()`. See [`ListWriter`] to fill a page with as
+    /// many elements as fit.
+    pub fn write_into<'e, E>(
+        elements: impl IntoIterator<Item = E>,
+        layout: T::Layout,
+        buf: &'a mut [u8],
+    ) -> Result<Self, EncodeError>
+    where
+        E: Element<'e, Layout = T::Layout>,
+    {
+        let available = buf.len();
+        let mut w = ListWriter::new(buf, layout);
+        let mut elements = elements.into_iter();
+        while let Some(e) = elements.next() {
+            match w.push(&e) {
+                Ok(()) => {}
+                Err(EncodeError::BufferTooSmall { .. }) => {
+                    // Keep measuring so the error gives the whole size.
+                    let mut needed = w.written().saturating_add(e.wire_len(layout));
+                    for e in elements {
+                        e.check(layout)?;
+                        needed = needed.saturating_add(e.wire_len(layout));
+                    }
+                    return Err(EncodeError::BufferTooSmall { needed, available });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(w.finish())
+    }
+}
+
+impl<'a, T: Element<'a>> Clone for List<'a, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<'a, T: Element<'a>> Copy for List<'a, T> {}
+
+/// Two lists are equal when they hold the same bytes in the same layout.
+impl<'a, T: Element<'a>> PartialEq for List<'a, T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && self.bytes == other.bytes && self.layout == other.layout
+    }
+}
+
+impl<'a, T: Element<'a>> Eq for List<'a, T> {}
+
+impl<'a, T: Element<'a>> core::fmt::Debug for List<'a, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("List")
+            .field("count", &self.count)
+            .field("bytes", &self.bytes)
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl<'a, T: Element<'a>> defmt::Format for List<'a, T>
+where
+    T::Layout: defmt::Format,
+{
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "List {{ count: {=u32}, bytes: {=[u8]}, layout: {} }}", self.count, self.bytes, self.layout);
+    }
+}
+
+impl<'a, T: Element<'a>> IntoIterator for List<'a, T> {
+    type Item = T;
+    type IntoIter = ListIter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// Iterator over the elements of a [`List`].
+///
+/// The list was validated when it was built; should an element still fail
+/// to read, the iteration ends there (it never panics).
+///
+/// `L` is always `T`'s [`Element::Layout`] (see [`List`]).
+pub struct ListIter<'a, T: Element<'a>, L = <T as Element<'a>>::Layout> {
+    left: u32,
+    r: Reader<'a>,
+    layout: L,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Element<'a>> Iterator for ListIter<'a, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        match T::read(&mut self.r, self.layout) {
+            Ok(e) => Some(e),
+            Err(_) => {
+                self.left = 0;
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, usize::try_from(self.left).ok())
+    }
+}
+
+impl<'a, T: Element<'a>> Clone for ListIter<'a, T> {
+    fn clone(&self) -> Self {
+        Self { left: self.left, r: self.r.clone(), layout: self.layout, _t: PhantomData }
+    }
+}
+
+impl<'a, T: Element<'a>> core::fmt::Debug for ListIter<'a, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ListIter").field("left", &self.left).field("r", &self.r).field("layout", &self.layout).finish()
+    }
+}
+
+/// Writes the elements of a [`List`] into a caller buffer one at a time
+/// (brokers filling a page): stop when [`ListWriter::push`] reports that
+/// the next element does not fit, then [`ListWriter::finish`].
+///
+/// `L` is always `T`'s [`Element::Layout`] (see [`List`]).
+pub struct ListWriter<'b, T: Element<'b>, L = <T as Element<'b>>::Layout> {
+    buf: &'b mut [u8],
+    pos: usize,
+    count: u32,
+    layout: L,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'b, T: Element<'b>> ListWriter<'b, T> {
+    /// Starts an empty list in `buf`.
+    pub fn new(buf: &'b mut [u8], layout: T::Layout) -> Self {
+        Self { buf, pos: 0, count: 0, layout, _t: PhantomData }
+    }
+
+    /// Appends `element`. Nothing is written if it fails: the element is
+    /// refused by [`Element::check`], the count would overflow, or it does
+    /// not fit in the rest of the buffer ([`EncodeError::BufferTooSmall`]
+    /// with the element's size and the room left).
+    pub fn push<'e, E>(&mut self, element: &E) -> Result<(), EncodeError>
+    where
+        E: Element<'e, Layout = T::Layout>,
+    {
+        element.check(self.layout)?;
+        let count = self.count.checked_add(1).ok_or(EncodeError::InvalidValue("too many list elements"))?;
+        let len = element.wire_len(self.layout);
+        let end = self.pos.saturating_add(len);
+        let available = self.buf.len().saturating_sub(self.pos);
+        let too_small = EncodeError::BufferTooSmall { needed: len, available };
+        let dst = self.buf.get_mut(self.pos..end).ok_or(too_small)?;
+        let mut w = SliceWriter::new(dst);
+        element.write(&mut w, self.layout);
+        if w.overflowed() || w.position() != len {
+            return Err(too_small);
+        }
+        self.pos = end;
+        self.count = count;
+        Ok(())
+    }
+
+    /// Elements written so far.
+    pub const fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// True if nothing was written.
+    pub const fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes written so far (the elements' wire length).
+    pub const fn written(&self) -> usize {
+        self.pos
+    }
+
+    /// The layout the elements are written in.
+    pub const fn layout(&self) -> T::Layout {
+        self.layout
+    }
+
+    /// The elements written, as a list.
+    pub fn finish(self) -> List<'b, T> {
+        let Self { buf, pos, count, layout, .. } = self;
+        let bytes: &'b [u8] = buf;
+        List { count, bytes: bytes.get(..pos).unwrap_or_default(), layout, _t: PhantomData }
+    }
+}
+
+impl<'b, T: Element<'b>> core::fmt::Debug for ListWriter<'b, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ListWriter")
+            .field("written", &self.pos)
+            .field("count", &self.count)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{kv, lease, queue, schedule, stream};
+
+    #[test]
+    fn lists_are_covariant() {
+        // Compiles only if every list and iterator may be shortened to a
+        // smaller lifetime, as the borrowed views they replaced could.
+        #[allow(clippy::type_complexity)]
+        fn shorten<'s, 'l: 's>(
+            lists: (kv::ScanPairs<'l>, queue::ReservedItems<'l>, lease::ListItems<'l>, stream::Items<'l>),
+            more: (stream::AnyOfValues<'l>, stream::FilterSet<'l>, schedule::BatchEntries<'l>, stream::ItemsIter<'l>),
+        ) -> (
+            (kv::ScanPairs<'s>, queue::ReservedItems<'s>, lease::ListItems<'s>, stream::Items<'s>),
+            (stream::AnyOfValues<'s>, stream::FilterSet<'s>, schedule::BatchEntries<'s>, stream::ItemsIter<'s>),
+        ) {
+            (lists, more)
+        }
+        let layout = stream::PageLayout::Compatibility;
+        let filter = stream::FilterSet::parse(&[0x00, 0xF1, 0, 0, 0, 0]);
+        let (lists, more) = shorten(
+            (List::empty(()), List::empty(queue::ReserveLayout::Exact), List::empty(()), List::empty(layout)),
+            (List::empty(()), filter.unwrap(), schedule::BatchEntries::from_slice(&[]), List::empty(layout).iter()),
+        );
+        assert!(lists.0.is_empty() && lists.3.layout() == layout && more.1.is_empty() && more.2.is_empty());
+        fn shorten_writer<'s, 'l: 's>(w: stream::PageWriter<'l>) -> stream::PageWriter<'s> {
+            w
+        }
+        assert!(shorten_writer(stream::PageWriter::new(&mut [], layout)).finish().is_empty());
+    }
+
+    #[test]
+    fn writers_never_write_part_of_an_element() {
+        let pairs = [kv::ScanPair { key: b"k", value: b"value" }; 3];
+        let one = Element::wire_len(&pairs[0], ());
+        let mut buf = [0u8; 40];
+        assert_eq!(
+            kv::ScanPairs::write_into(pairs, (), &mut buf[..2 * one + 1]),
+            Err(EncodeError::BufferTooSmall { needed: 3 * one, available: 2 * one + 1 })
+        );
+        let mut w = ListWriter::<kv::ScanPair<'_>>::new(&mut buf[..2 * one + 1], ());
+        assert_eq!(w.push(&pairs[0]), Ok(()));
+        assert_eq!(w.push(&pairs[1]), Ok(()));
+        assert_eq!(w.push(&pairs[2]), Err(EncodeError::BufferTooSmall { needed: one, available: 1 }));
+        let list = w.finish();
+        assert_eq!((list.len(), list.wire_len()), (2, 2 * one));
+        assert_eq!(List::from_wire(2, list.as_bytes(), ()), Ok(list));
+        assert!(list.iter().eq(pairs.iter().copied().take(2)));
+        assert_eq!(kv::ScanPairs::from_wire(1, list.as_bytes(), ()), Err(DecodeError::TrailingBytes));
+        assert_eq!(kv::ScanPairs::from_wire(3, list.as_bytes(), ()), Err(DecodeError::Truncated));
     }
 }

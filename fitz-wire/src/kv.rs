@@ -5,7 +5,7 @@
 //! COMMIT carries `persistence` only in the current one; both are modelled
 //! as an `Option` that is `Some` exactly in the dialect that sends it.
 
-use crate::codec::{Field, Message, Payload, Reader, Sink, wire_enum, wire_message, wire_struct};
+use crate::codec::{Field, List, ListIter, Message, Payload, Reader, Sink, wire_enum, wire_message, wire_struct};
 use crate::error::{DecodeError, Reply, StatusSet};
 use crate::{Dialect, MsgType};
 
@@ -42,19 +42,22 @@ pub struct Begin<'a> {
     pub durability: Option<Durability>,
 }
 
+/// Reads the byte only one dialect sends at the end of BEGIN / COMMIT:
+/// exactly when `present` says so, or, with the dialect unknown (`None`),
+/// whenever a byte is left.
+fn read_dialect_byte<'a, T: Field<'a>>(r: &mut Reader<'a>, present: Option<bool>) -> Result<Option<T>, DecodeError> {
+    if present.unwrap_or(!r.is_empty()) { r.field().map(Some) } else { Ok(None) }
+}
+
 impl<'a> Begin<'a> {
     /// Decodes BEGIN as the broker of `dialect` does: the legacy layout has
     /// a durability byte, the current one ends after `mode`.
     pub fn decode_dialect(payload: &'a [u8], dialect: Dialect) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(payload);
-        let route = r.str()?;
-        let mode = r.field()?;
-        let durability = match dialect {
-            Dialect::Legacy => Some(r.field()?),
-            Dialect::Current => None,
-        };
-        r.finish()?;
-        Ok(Begin { route, mode, durability })
+        Reader::decode(payload, |r| Self::read(r, Some(dialect == Dialect::Legacy)))
+    }
+
+    fn read(r: &mut Reader<'a>, has_durability: Option<bool>) -> Result<Self, DecodeError> {
+        Ok(Begin { route: r.str()?, mode: r.field()?, durability: read_dialect_byte(r, has_durability)? })
     }
 }
 
@@ -71,10 +74,7 @@ impl<'a> Payload<'a> for Begin<'a> {
     }
     /// Accepts either layout: a durability byte after `mode` is read if present.
     fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        let route = r.str()?;
-        let mode = r.field()?;
-        let durability = if r.is_empty() { None } else { Some(r.field()?) };
-        Ok(Begin { route, mode, durability })
+        Self::read(r, None)
     }
 }
 
@@ -98,15 +98,11 @@ pub struct Commit<'a> {
 impl<'a> Commit<'a> {
     /// Decodes COMMIT as the broker of `dialect` does.
     pub fn decode_dialect(payload: &'a [u8], dialect: Dialect) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(payload);
-        let tx_id = r.u64()?;
-        let route = r.str()?;
-        let persistence = match dialect {
-            Dialect::Legacy => None,
-            Dialect::Current => Some(r.field()?),
-        };
-        r.finish()?;
-        Ok(Commit { tx_id, route, persistence })
+        Reader::decode(payload, |r| Self::read(r, Some(dialect == Dialect::Current)))
+    }
+
+    fn read(r: &mut Reader<'a>, has_persistence: Option<bool>) -> Result<Self, DecodeError> {
+        Ok(Commit { tx_id: r.u64()?, route: r.str()?, persistence: read_dialect_byte(r, has_persistence)? })
     }
 }
 
@@ -123,10 +119,7 @@ impl<'a> Payload<'a> for Commit<'a> {
     }
     /// Accepts either layout: a persistence byte after the route is read if present.
     fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        let tx_id = r.u64()?;
-        let route = r.str()?;
-        let persistence = if r.is_empty() { None } else { Some(r.field()?) };
-        Ok(Commit { tx_id, route, persistence })
+        Self::read(r, None)
     }
 }
 
@@ -247,13 +240,13 @@ impl<'a> Scan<'a> {
     /// Decodes SCAN as a broker does: the trailing `start_exclusive` byte is
     /// accepted only when `exclusive_allowed` (the capability was advertised).
     pub fn decode_with(payload: &'a [u8], exclusive_allowed: bool) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(payload);
-        let mut scan = Self::read_payload(&mut r)?;
-        if exclusive_allowed && !r.is_empty() {
-            scan.start_exclusive = r.bool()?;
-        }
-        r.finish()?;
-        Ok(scan)
+        Reader::decode(payload, |r| {
+            let mut scan = Self::read_payload(r)?;
+            if exclusive_allowed && !r.is_empty() {
+                scan.start_exclusive = r.bool()?;
+            }
+            Ok(scan)
+        })
     }
 }
 
@@ -356,6 +349,23 @@ wire_struct! {
     }
 }
 
+wire_struct! {
+    /// One key/value pair of a SCAN page.
+    pub struct ScanPair<'a> {
+        /// Key.
+        pub key: &'a [u8],
+        /// Value.
+        pub value: &'a [u8],
+    }
+}
+
+/// Key/value pairs of a SCAN page, borrowed from the payload. Build one with
+/// `ScanPairs::write_into(pairs, (), buf)` ([`List::write_into`]).
+pub type ScanPairs<'a> = List<'a, ScanPair<'a>, ()>;
+
+/// Iterator over the pairs of a [`ScanPairs`].
+pub type ScanPairsIter<'a> = ListIter<'a, ScanPair<'a>, ()>;
+
 /// SCAN OK: `u32 count`, `count` × (`bytes key`, `bytes value`),
 /// `bool has_more`. The pairs are validated when decoded and iterated lazily.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,135 +378,19 @@ pub struct ScanOk<'a> {
     pub has_more: bool,
 }
 
-/// Key/value pairs of a SCAN page, borrowed from the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ScanPairs<'a> {
-    count: u32,
-    bytes: &'a [u8],
-}
-
-impl<'a> ScanPairs<'a> {
-    /// Number of pairs.
-    pub const fn len(&self) -> u32 {
-        self.count
-    }
-
-    /// True if the page holds no pair.
-    pub const fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Pairs already in wire form (`count` × (`bytes key`, `bytes value`)).
-    /// `bytes` must be exactly that; use [`ScanPairs::from_wire`] to check it.
-    pub const fn raw(count: u32, bytes: &'a [u8]) -> Self {
-        Self { count, bytes }
-    }
-
-    /// Checks that `bytes` holds exactly `count` pairs.
-    pub fn from_wire(count: u32, bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        for _ in 0..count {
-            r.bytes()?;
-            r.bytes()?;
-        }
-        r.finish()?;
-        Ok(Self { count, bytes })
-    }
-
-    /// Iterates over `(key, value)`.
-    pub fn iter(&self) -> ScanPairsIter<'a> {
-        ScanPairsIter { left: self.count, r: Reader::new(self.bytes) }
-    }
-
-    /// Wire length of the pairs (without count).
-    pub const fn wire_len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// The pairs in wire form.
-    pub const fn as_bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
-}
-
-impl<'a> IntoIterator for ScanPairs<'a> {
-    type Item = (&'a [u8], &'a [u8]);
-    type IntoIter = ScanPairsIter<'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-/// Iterator over the pairs of a [`ScanPairs`].
-#[derive(Debug, Clone)]
-pub struct ScanPairsIter<'a> {
-    left: u32,
-    r: Reader<'a>,
-}
-
-impl<'a> Iterator for ScanPairsIter<'a> {
-    type Item = (&'a [u8], &'a [u8]);
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        // Validated at decode time; an error here can only mean a value
-        // built with `raw` from bad bytes, which ends the iteration.
-        match (self.r.bytes(), self.r.bytes()) {
-            (Ok(k), Ok(v)) => Some((k, v)),
-            _ => {
-                self.left = 0;
-                None
-            }
-        }
-    }
-}
-
 impl<'a> Payload<'a> for ScanOk<'a> {
     fn payload_len(&self) -> usize {
         4 + self.pairs.wire_len() + 1
     }
     fn write_payload<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.put_u32(self.pairs.count);
-        out.put(self.pairs.bytes);
+        self.pairs.write(out);
         out.put_u8(u8::from(self.has_more));
     }
     fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        let count = r.u32()?;
-        let start = r.peek_rest();
-        let mut probe = Reader::new(start);
-        for _ in 0..count {
-            probe.bytes()?;
-            probe.bytes()?;
-        }
-        let used = start.len() - probe.remaining();
-        let bytes = r.take(used)?;
+        let pairs = ScanPairs::read(r, ())?;
         let has_more = if r.is_empty() { false } else { r.bool()? };
-        Ok(ScanOk { pairs: ScanPairs { count, bytes }, has_more })
+        Ok(ScanOk { pairs, has_more })
     }
-}
-
-/// Writes `(key, value)` pairs in SCAN wire form into `buf` and returns the
-/// page view. Fails if `buf` is too small.
-pub fn write_scan_pairs<'b, 'k>(
-    pairs: impl IntoIterator<Item = (&'k [u8], &'k [u8])>,
-    buf: &'b mut [u8],
-) -> Result<ScanPairs<'b>, crate::EncodeError> {
-    let mut w = crate::SliceWriter::new(buf);
-    let mut count: u32 = 0;
-    for (k, v) in pairs {
-        w.put_bytes(k);
-        w.put_bytes(v);
-        count = count.checked_add(1).ok_or(crate::EncodeError::InvalidValue("too many pairs"))?;
-    }
-    let n = w.position();
-    if w.overflowed() {
-        return Err(crate::EncodeError::BufferTooSmall { needed: n + 1, available: n });
-    }
-    let bytes = buf.get(..n).unwrap_or_default();
-    Ok(ScanPairs { count, bytes })
 }
 
 /// Decodes the reply to BEGIN.

@@ -9,7 +9,9 @@
 //! deferred result, which [`decode_acquire_deferred`] reads with its
 //! stricter rule (only `Acquired` or `AlreadyHeld`, or a coded error).
 
-use crate::codec::{Field, Message, Payload, Reader, Sink, wire_enum, wire_message, wire_struct};
+use crate::codec::{
+    Field, List as CountedList, ListIter, Message, Payload, Reader, Sink, wire_enum, wire_message, wire_struct,
+};
 use crate::error::{DecodeError, EncodeError, Reply, StatusSet};
 use crate::route::{self, Scheme};
 use crate::{Dialect, MsgType};
@@ -219,11 +221,7 @@ impl<'a> Field<'a> for ListCursor {
 
 /// Reads `u8 flag` (0 or 1, else malformed as `field`) and, when 1, a cursor.
 fn read_cursor(r: &mut Reader<'_>, field: &'static str) -> Result<Option<ListCursor>, DecodeError> {
-    match r.u8()? {
-        0 => Ok(None),
-        1 => r.field().map(Some),
-        value => Err(DecodeError::InvalidValue { field, value }),
-    }
+    if r.flag(field)? { r.field().map(Some) } else { Ok(None) }
 }
 
 /// LIST (410, current dialect only). OK: [`ListOk`].
@@ -405,149 +403,26 @@ pub struct ListOk<'a> {
     pub next: Option<ListCursor>,
 }
 
-/// The items of a LIST page, borrowed from the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ListItems<'a> {
-    count: u32,
-    bytes: &'a [u8],
-}
-
-/// Reads `count` items from `r`, checking every field.
-fn skip_items(r: &mut Reader<'_>, count: u32) -> Result<(), DecodeError> {
-    for _ in 0..count {
-        ListItem::read_payload(r)?;
-    }
-    Ok(())
-}
-
-impl<'a> ListItems<'a> {
-    /// Number of items.
-    pub const fn len(&self) -> u32 {
-        self.count
-    }
-
-    /// True if the page holds no item.
-    pub const fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Items already in wire form. `bytes` must be exactly `count` items;
-    /// use [`ListItems::from_wire`] to check it.
-    pub const fn raw(count: u32, bytes: &'a [u8]) -> Self {
-        Self { count, bytes }
-    }
-
-    /// Checks that `bytes` holds exactly `count` items.
-    pub fn from_wire(count: u32, bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        skip_items(&mut r, count)?;
-        r.finish()?;
-        Ok(Self { count, bytes })
-    }
-
-    /// Iterates over the items.
-    pub fn iter(&self) -> ListItemsIter<'a> {
-        ListItemsIter { left: self.count, r: Reader::new(self.bytes) }
-    }
-
-    /// Wire length of the items (without the count).
-    pub const fn wire_len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// The items in wire form.
-    pub const fn as_bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
-}
-
-impl<'a> IntoIterator for ListItems<'a> {
-    type Item = ListItem<'a>;
-    type IntoIter = ListItemsIter<'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
+/// The items of a LIST page, borrowed from the payload. Build one with
+/// `ListItems::write_into(items, (), buf)` ([`CountedList::write_into`]).
+pub type ListItems<'a> = CountedList<'a, ListItem<'a>, ()>;
 
 /// Iterator over the items of a [`ListItems`].
-#[derive(Debug, Clone)]
-pub struct ListItemsIter<'a> {
-    left: u32,
-    r: Reader<'a>,
-}
-
-impl<'a> Iterator for ListItemsIter<'a> {
-    type Item = ListItem<'a>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        // Validated at decode time; an error here can only mean a value
-        // built with `raw` from bad bytes, which ends the iteration.
-        match ListItem::read_payload(&mut self.r) {
-            Ok(item) => Some(item),
-            Err(_) => {
-                self.left = 0;
-                None
-            }
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, usize::try_from(self.left).ok())
-    }
-}
+pub type ListItemsIter<'a> = ListIter<'a, ListItem<'a>, ()>;
 
 impl<'a> Payload<'a> for ListOk<'a> {
     fn payload_len(&self) -> usize {
         4 + self.items.wire_len() + self.next.wire_len()
     }
     fn write_payload<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.put_u32(self.items.count);
-        out.put(self.items.bytes);
+        self.items.write(out);
         self.next.write(out);
     }
     fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        let count = r.u32()?;
-        let start = r.peek_rest();
-        let mut probe = Reader::new(start);
-        skip_items(&mut probe, count)?;
-        let used = start.len().saturating_sub(probe.remaining());
-        let bytes = r.take(used)?;
+        let items = ListItems::read(r, ())?;
         let next = read_cursor(r, "lease list has_next")?;
-        Ok(ListOk { items: ListItems { count, bytes }, next })
+        Ok(ListOk { items, next })
     }
-}
-
-/// Writes items in LIST wire form into `buf` and returns the page view
-/// (for brokers). Fails with [`EncodeError::BufferTooSmall`], giving the
-/// exact size needed, if `buf` cannot hold them all.
-pub fn write_list_items<'b, 'k>(
-    items: impl IntoIterator<Item = ListItem<'k>>,
-    buf: &'b mut [u8],
-) -> Result<ListItems<'b>, EncodeError> {
-    let available = buf.len();
-    let mut w = crate::SliceWriter::new(buf);
-    let mut count: u32 = 0;
-    let mut needed: usize = 0;
-    for item in items {
-        let len = item.payload_len();
-        needed = needed.saturating_add(len);
-        // Stop writing at the first item that does not fit, but keep
-        // counting so the error reports the whole size.
-        if needed <= available {
-            item.write_payload(&mut w);
-        }
-        count = count.checked_add(1).ok_or(EncodeError::InvalidValue("too many lease list items"))?;
-    }
-    if needed > available || w.overflowed() {
-        return Err(EncodeError::BufferTooSmall { needed, available });
-    }
-    let n = w.position();
-    let bytes = buf.get(..n).unwrap_or_default();
-    Ok(ListItems { count, bytes })
 }
 
 /// True if `selector` may be sent in SUBSCRIBE / UNSUBSCRIBE (and, in the
@@ -632,7 +507,7 @@ pub fn decode_all(payload: &[u8]) {
     let _ = decode_ack_reply(payload);
     // The page view over arbitrary bytes, as a broker-side re-check would build it.
     if let Some((head, rest)) = payload.split_first_chunk::<4>()
-        && let Ok(items) = ListItems::from_wire(u32::from_be_bytes(*head), rest)
+        && let Ok(items) = ListItems::from_wire(u32::from_be_bytes(*head), rest, ())
     {
         for item in items {
             let _ = item;

@@ -28,7 +28,8 @@
 //! - `#![no_std]`, no `alloc`, no `unsafe`.
 //! - **Zero-copy decoding**: strings and byte fields borrow the input;
 //!   multi-item pages (scan pairs, reserved items, stream records, list
-//!   entries) are validated once and then iterated lazily.
+//!   entries) are validated once and then iterated lazily; the counted ones
+//!   share one type, [`List`], over their [`Element`]s.
 //! - **No panics on any input**: every length is checked before it is used
 //!   and decoders return [`DecodeError`], [`RecordError`] or [`FrameError`].
 //!   Fuzz targets and property tests in this repository exercise that.
@@ -73,7 +74,9 @@ pub mod schedule;
 pub mod stream;
 mod types;
 
-pub use codec::{Encode, Field, Message, Payload, Reader, Sink, SliceWriter, Typed, Uuid};
+pub use codec::{
+    Element, Encode, Field, List, ListIter, ListWriter, Message, Payload, Reader, Sink, SliceWriter, Typed, Uuid,
+};
 pub use error::{DecodeError, ERROR_CODES, EncodeError, Envelope, ErrorCode, Reply, Retry, ServerError, StatusSet};
 pub use record::{FrameError, LabelError, Record, RecordError, RecordHeader, Records};
 pub use types::{Capabilities, Dialect, Domain, MsgType};

@@ -6,7 +6,7 @@
 //! reply decoders apply the length test of WIRE.md §6.2.
 
 use crate::MsgType;
-use crate::codec::{Message, Payload, Reader, Sink, wire_message};
+use crate::codec::{Message, Payload, Reader, Sink, flagged_sub_id, wire_message};
 use crate::error::{DecodeError, Envelope, Reply, StatusSet};
 
 wire_message! {
@@ -76,30 +76,11 @@ wire_message! {
     }
 }
 
-/// SUBSCRIBE OK: `u8 1` (id present), then the id. Any other first byte
-/// (including the bare form `00 <u64>`, C10), a missing id or trailing
-/// bytes are malformed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct SubscribeOk {
-    /// Subscription id.
-    pub sub_id: u64,
-}
-
-impl<'a> Payload<'a> for SubscribeOk {
-    fn payload_len(&self) -> usize {
-        9
-    }
-    fn write_payload<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.put_u8(1);
-        out.put_u64(self.sub_id);
-    }
-    fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        match r.u8()? {
-            1 => Ok(SubscribeOk { sub_id: r.u64()? }),
-            v => Err(DecodeError::InvalidValue { field: "notice subscription id flag", value: v }),
-        }
-    }
+flagged_sub_id! {
+    /// SUBSCRIBE OK: `u8 1` (id present), then the id. Any other first byte
+    /// (including the bare form `00 <u64>`, C10), a missing id or trailing
+    /// bytes are malformed.
+    pub struct SubscribeOk: "notice subscription id flag";
 }
 
 /// The envelope a broker uses for a **domain** error of the request type

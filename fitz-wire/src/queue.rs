@@ -16,8 +16,8 @@
 //!   [`Notify`] accepts both and remembers which ([`CountersForm`]).
 
 use crate::MsgType;
-use crate::codec::{Field, Message, Payload, Reader, Sink, wire_message, wire_struct};
-use crate::error::{DecodeError, Envelope, Reply, StatusSet};
+use crate::codec::{Field, List, ListIter, Message, Payload, Reader, Sink, flagged_sub_id, wire_message, wire_struct};
+use crate::error::{DecodeError, EncodeError, Envelope, Reply, StatusSet};
 use crate::route::{Scheme, is_concrete};
 
 wire_message! {
@@ -218,29 +218,10 @@ wire_struct! {
     }
 }
 
-/// SUBSCRIBE OK: `u8 1` (id present), then the id. Any other first byte, a
-/// missing id or trailing bytes are malformed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct SubscribeOk {
-    /// Subscription id.
-    pub sub_id: u64,
-}
-
-impl<'a> Payload<'a> for SubscribeOk {
-    fn payload_len(&self) -> usize {
-        9
-    }
-    fn write_payload<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.put_u8(1);
-        out.put_u64(self.sub_id);
-    }
-    fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        match r.u8()? {
-            1 => Ok(SubscribeOk { sub_id: r.u64()? }),
-            v => Err(DecodeError::InvalidValue { field: "queue subscription id flag", value: v }),
-        }
-    }
+flagged_sub_id! {
+    /// SUBSCRIBE OK: `u8 1` (id present), then the id. Any other first byte, a
+    /// missing id or trailing bytes are malformed.
+    pub struct SubscribeOk: "queue subscription id flag";
 }
 
 /// Which item layout a RESERVE reply uses; it depends on the **request**
@@ -278,131 +259,67 @@ pub struct ReservedItem<'a> {
     pub body: &'a [u8],
 }
 
-/// Reads one item in `layout`, checking the routed form's route.
-fn read_item<'a>(r: &mut Reader<'a>, layout: ReserveLayout) -> Result<ReservedItem<'a>, DecodeError> {
-    let route = match layout {
-        ReserveLayout::Exact => None,
-        ReserveLayout::Routed => {
-            let route = r.str()?;
-            if !is_concrete(route, Scheme::Queue, 3) {
-                return Err(DecodeError::InvalidRoute);
-            }
-            Some(route)
-        }
-    };
-    Ok(ReservedItem { route, message_id: r.u64()?, lease_token: r.u64()?, body: r.bytes()? })
+/// True if `route` is an exact `queue://realm/area/resource` route, the
+/// only form routed items carry.
+fn concrete(route: &str) -> bool {
+    is_concrete(route, Scheme::Queue, 3)
 }
 
-/// Validates `count` items in `layout` at the start of `bytes` and returns
-/// how many bytes they take.
-fn items_len(count: u32, bytes: &[u8], layout: ReserveLayout) -> Result<usize, DecodeError> {
-    let mut probe = Reader::new(bytes);
-    for _ in 0..count {
-        read_item(&mut probe, layout)?;
+/// In `layout`: the route (routed layout only, where it must be a concrete
+/// `queue://realm/area/resource` route), `u64 message_id`,
+/// `u64 lease_token`, `bytes body`.
+impl<'a> crate::codec::Element<'a> for ReservedItem<'a> {
+    type Layout = ReserveLayout;
+
+    fn read(r: &mut Reader<'a>, layout: ReserveLayout) -> Result<Self, DecodeError> {
+        let route = match layout {
+            ReserveLayout::Exact => None,
+            ReserveLayout::Routed => {
+                let route = r.str()?;
+                if !concrete(route) {
+                    return Err(DecodeError::InvalidRoute);
+                }
+                Some(route)
+            }
+        };
+        Ok(ReservedItem { route, message_id: r.u64()?, lease_token: r.u64()?, body: r.bytes()? })
     }
-    Ok(bytes.len() - probe.remaining())
+
+    fn wire_len(&self, layout: ReserveLayout) -> usize {
+        let route = match (layout, self.route) {
+            (ReserveLayout::Routed, Some(route)) => Field::wire_len(&route),
+            _ => 0,
+        };
+        route + 16 + Field::wire_len(&self.body)
+    }
+
+    /// In the exact layout the item's route is not written.
+    fn write<S: Sink + ?Sized>(&self, out: &mut S, layout: ReserveLayout) {
+        if let (ReserveLayout::Routed, Some(route)) = (layout, self.route) {
+            Field::write(&route, out);
+        }
+        out.put_u64(self.message_id);
+        out.put_u64(self.lease_token);
+        out.put_bytes(self.body);
+    }
+
+    /// In the routed layout every item needs a concrete route.
+    fn check(&self, layout: ReserveLayout) -> Result<(), EncodeError> {
+        match (layout, self.route) {
+            (ReserveLayout::Exact, _) => Ok(()),
+            (ReserveLayout::Routed, Some(route)) if concrete(route) => Ok(()),
+            (ReserveLayout::Routed, _) => Err(EncodeError::InvalidValue("routed item without a concrete queue route")),
+        }
+    }
 }
 
 /// The items of a RESERVE page, borrowed from the payload: validated once
-/// when decoded, then iterated lazily.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ReservedItems<'a> {
-    count: u32,
-    bytes: &'a [u8],
-    layout: ReserveLayout,
-}
-
-impl<'a> ReservedItems<'a> {
-    /// No items.
-    pub const fn empty(layout: ReserveLayout) -> Self {
-        Self { count: 0, bytes: &[], layout }
-    }
-
-    /// Items already in wire form. `bytes` must be exactly `count` items in
-    /// `layout`; use [`ReservedItems::from_wire`] to check it.
-    pub const fn raw(count: u32, bytes: &'a [u8], layout: ReserveLayout) -> Self {
-        Self { count, bytes, layout }
-    }
-
-    /// Checks that `bytes` holds exactly `count` items in `layout` (routed
-    /// items with concrete routes).
-    pub fn from_wire(count: u32, bytes: &'a [u8], layout: ReserveLayout) -> Result<Self, DecodeError> {
-        if items_len(count, bytes, layout)? != bytes.len() {
-            return Err(DecodeError::TrailingBytes);
-        }
-        Ok(Self { count, bytes, layout })
-    }
-
-    /// Number of items.
-    pub const fn len(&self) -> u32 {
-        self.count
-    }
-
-    /// True if the page holds no item.
-    pub const fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The layout the items are in.
-    pub const fn layout(&self) -> ReserveLayout {
-        self.layout
-    }
-
-    /// Iterates over the items.
-    pub fn iter(&self) -> ReservedItemsIter<'a> {
-        ReservedItemsIter { left: self.count, layout: self.layout, r: Reader::new(self.bytes) }
-    }
-
-    /// Wire length of the items (without count).
-    pub const fn wire_len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// The items in wire form.
-    pub const fn as_bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
-}
-
-impl<'a> IntoIterator for ReservedItems<'a> {
-    type Item = ReservedItem<'a>;
-    type IntoIter = ReservedItemsIter<'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
+/// when decoded, then iterated lazily. Build one with
+/// `ReservedItems::write_into(items, layout, buf)` ([`List::write_into`]).
+pub type ReservedItems<'a> = List<'a, ReservedItem<'a>, ReserveLayout>;
 
 /// Iterator over the items of a [`ReservedItems`].
-#[derive(Debug, Clone)]
-pub struct ReservedItemsIter<'a> {
-    left: u32,
-    layout: ReserveLayout,
-    r: Reader<'a>,
-}
-
-impl<'a> Iterator for ReservedItemsIter<'a> {
-    type Item = ReservedItem<'a>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        // Validated at decode time; an error here can only mean a value
-        // built with `raw` from bad bytes, which ends the iteration.
-        match read_item(&mut self.r, self.layout) {
-            Ok(item) => Some(item),
-            Err(_) => {
-                self.left = 0;
-                None
-            }
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, usize::try_from(self.left).ok())
-    }
-}
+pub type ReservedItemsIter<'a> = ListIter<'a, ReservedItem<'a>, ReserveLayout>;
 
 /// RESERVE OK: `u32 count`, then `count` items in the request's
 /// [`ReserveLayout`]. A success with nothing after the status byte is zero
@@ -424,14 +341,11 @@ impl<'a> ReserveOk<'a> {
         if r.is_empty() {
             return Ok(ReserveOk { items: ReservedItems::empty(layout), bare: true });
         }
-        let count = r.u32()?;
-        let used = items_len(count, r.peek_rest(), layout)?;
-        let bytes = r.take(used)?;
-        Ok(ReserveOk { items: ReservedItems { count, bytes, layout }, bare: false })
+        Ok(ReserveOk { items: ReservedItems::read(r, layout)?, bare: false })
     }
 
     const fn is_bare(&self) -> bool {
-        self.bare && self.items.count == 0
+        self.bare && self.items.is_empty()
     }
 }
 
@@ -441,8 +355,7 @@ impl<'a> Payload<'a> for ReserveOk<'a> {
     }
     fn write_payload<S: Sink + ?Sized>(&self, out: &mut S) {
         if !self.is_bare() {
-            out.put_u32(self.items.count);
-            out.put(self.items.bytes);
+            self.items.write(out);
         }
     }
     /// Reads the [`ReserveLayout::Exact`] layout. The layout is a property of
@@ -452,41 +365,6 @@ impl<'a> Payload<'a> for ReserveOk<'a> {
     fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         Self::read_with(r, ReserveLayout::Exact)
     }
-}
-
-/// Writes reserved items in the wire form of `layout` into `buf` and
-/// returns the page view (for a broker building a RESERVE reply).
-///
-/// In the [`ReserveLayout::Routed`] layout every item needs a concrete
-/// `queue://realm/area/resource` route (a decoder rejects anything else);
-/// in the exact layout the item routes are not written.
-pub fn write_reserved_items<'b, 'k>(
-    items: impl IntoIterator<Item = ReservedItem<'k>>,
-    layout: ReserveLayout,
-    buf: &'b mut [u8],
-) -> Result<ReservedItems<'b>, crate::EncodeError> {
-    let mut w = crate::SliceWriter::new(buf);
-    let mut count: u32 = 0;
-    for item in items {
-        if layout == ReserveLayout::Routed {
-            match item.route {
-                Some(route) if is_concrete(route, Scheme::Queue, 3) => route.write(&mut w),
-                _ => {
-                    return Err(crate::EncodeError::InvalidValue("routed item without a concrete queue route"));
-                }
-            }
-        }
-        w.put_u64(item.message_id);
-        w.put_u64(item.lease_token);
-        w.put_bytes(item.body);
-        count = count.checked_add(1).ok_or(crate::EncodeError::InvalidValue("too many items"))?;
-    }
-    let n = w.position();
-    if w.overflowed() {
-        return Err(crate::EncodeError::BufferTooSmall { needed: n + 1, available: n });
-    }
-    let bytes = buf.get(..n).unwrap_or_default();
-    Ok(ReservedItems { count, bytes, layout })
 }
 
 /// The envelope a broker uses for a **domain** error of the request type

@@ -58,16 +58,9 @@ impl<'a> Field<'a> for WorkerExtension {
     }
     #[inline]
     fn read(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        match r.u8()? {
-            Self::VERSION => {}
-            v => {
-                return Err(DecodeError::InvalidValue { field: "rpc worker extension version", value: v });
-            }
-        }
-        match r.u8()? {
-            Self::FLAGS => Ok(WorkerExtension),
-            v => Err(DecodeError::InvalidValue { field: "rpc worker extension flags", value: v }),
-        }
+        r.expect_u8(Self::VERSION, "rpc worker extension version")?;
+        r.expect_u8(Self::FLAGS, "rpc worker extension flags")?;
+        Ok(WorkerExtension)
     }
 }
 
@@ -128,18 +121,8 @@ impl<'a> Field<'a> for BudgetExtension {
     }
     #[inline]
     fn read(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        match r.u8()? {
-            Self::VERSION => {}
-            v => {
-                return Err(DecodeError::InvalidValue { field: "rpc budget extension version", value: v });
-            }
-        }
-        match r.u8()? {
-            Self::FLAGS => {}
-            v => {
-                return Err(DecodeError::InvalidValue { field: "rpc budget extension flags", value: v });
-            }
-        }
+        r.expect_u8(Self::VERSION, "rpc budget extension version")?;
+        r.expect_u8(Self::FLAGS, "rpc budget extension flags")?;
         Self::new(r.u32()?).map_err(|_| DecodeError::OutOfRange("rpc remaining budget"))
     }
 }

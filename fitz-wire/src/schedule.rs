@@ -10,7 +10,10 @@
 //! validated once when decoded and then iterated lazily from the payload.
 
 use crate::MsgType;
-use crate::codec::{Field, Message, Payload, Reader, Sink, wire_enum, wire_message, wire_struct};
+use crate::codec::{
+    Field, List as CountedList, ListIter, Message, Payload, Reader, Sink, flagged_sub_id, wire_enum, wire_message,
+    wire_struct,
+};
 use crate::error::{DecodeError, EncodeError, Reply, StatusSet};
 use crate::route::{self, Scheme};
 
@@ -248,10 +251,7 @@ impl<'a> Entries<'a> {
 
     /// Checks that `bytes` is exactly a marker-introduced list ended by `u8 0`.
     pub fn from_wire(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let entries = Self::read(&mut r)?;
-        r.finish()?;
-        Ok(entries)
+        Reader::decode(bytes, Self::read)
     }
 
     /// Number of entries.
@@ -408,34 +408,16 @@ impl<'a> Payload<'a> for ListOk<'a> {
     }
 }
 
-/// SUBSCRIBE OK: `u8 1` (id present; any other value is malformed), then
-/// the `u64` id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct SubscribeOk {
-    /// Subscription id.
-    pub sub_id: u64,
-}
-
-impl<'a> Payload<'a> for SubscribeOk {
-    fn payload_len(&self) -> usize {
-        9
-    }
-    fn write_payload<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.put_u8(1);
-        out.put_u64(self.sub_id);
-    }
-    fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        match r.u8()? {
-            1 => Ok(SubscribeOk { sub_id: r.u64()? }),
-            v => Err(DecodeError::InvalidValue { field: "schedule subscribe id flag", value: v }),
-        }
-    }
+flagged_sub_id! {
+    /// SUBSCRIBE OK: `u8 1` (id present; any other value is malformed), then
+    /// the `u64` id.
+    pub struct SubscribeOk: "schedule subscribe id flag";
 }
 
 /// The entries of a CREATE_BATCH request: either a caller's slice (to
 /// encode) or a validated view of received bytes (`count` entries without
-/// markers). Both forms compare equal when they hold the same entries.
+/// markers, a [`crate::codec::List`]). Both forms compare equal when they hold the same
+/// entries.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct BatchEntries<'a>(BatchRepr<'a>);
@@ -444,7 +426,7 @@ pub struct BatchEntries<'a>(BatchRepr<'a>);
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 enum BatchRepr<'a> {
     Slice(&'a [Entry<'a>]),
-    Wire { count: u32, bytes: &'a [u8] },
+    Wire(CountedList<'a, Entry<'a>, ()>),
 }
 
 impl<'a> BatchEntries<'a> {
@@ -456,21 +438,7 @@ impl<'a> BatchEntries<'a> {
     /// Checks that `bytes` holds exactly `count` entries in wire form
     /// (without markers or count).
     pub fn from_wire(count: u32, bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let entries = Self::read(count, &mut r)?;
-        r.finish()?;
-        Ok(entries)
-    }
-
-    fn read(count: u32, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        let start = r.peek_rest();
-        let mut probe = Reader::new(start);
-        for _ in 0..count {
-            Entry::read_payload(&mut probe)?;
-        }
-        let used = start.len().saturating_sub(probe.remaining());
-        let bytes = r.take(used)?;
-        Ok(Self(BatchRepr::Wire { count, bytes }))
+        CountedList::from_wire(count, bytes, ()).map(Self::from)
     }
 
     /// Number of entries (the wire `count`; a slice longer than `u32::MAX`
@@ -478,7 +446,7 @@ impl<'a> BatchEntries<'a> {
     pub fn len(&self) -> u32 {
         match self.0 {
             BatchRepr::Slice(s) => u32::try_from(s.len()).unwrap_or(u32::MAX),
-            BatchRepr::Wire { count, .. } => count,
+            BatchRepr::Wire(list) => list.len(),
         }
     }
 
@@ -491,7 +459,7 @@ impl<'a> BatchEntries<'a> {
     pub fn iter(&self) -> BatchIter<'a> {
         BatchIter(match self.0 {
             BatchRepr::Slice(s) => BatchIterRepr::Slice(s.iter()),
-            BatchRepr::Wire { count, bytes } => BatchIterRepr::Wire { left: count, r: Reader::new(bytes) },
+            BatchRepr::Wire(list) => BatchIterRepr::Wire(list.iter()),
         })
     }
 
@@ -499,7 +467,7 @@ impl<'a> BatchEntries<'a> {
     pub fn wire_len(&self) -> usize {
         match self.0 {
             BatchRepr::Slice(s) => s.iter().map(Payload::payload_len).fold(0, usize::saturating_add),
-            BatchRepr::Wire { bytes, .. } => bytes.len(),
+            BatchRepr::Wire(list) => list.wire_len(),
         }
     }
 
@@ -508,16 +476,25 @@ impl<'a> BatchEntries<'a> {
     pub const fn as_bytes(&self) -> Option<&'a [u8]> {
         match self.0 {
             BatchRepr::Slice(_) => None,
-            BatchRepr::Wire { bytes, .. } => Some(bytes),
+            BatchRepr::Wire(list) => Some(list.as_bytes()),
         }
     }
 
     fn write<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.put_u32(self.len());
         match self.0 {
-            BatchRepr::Slice(s) => s.iter().for_each(|e| e.write_payload(out)),
-            BatchRepr::Wire { bytes, .. } => out.put(bytes),
+            BatchRepr::Slice(s) => {
+                out.put_u32(self.len());
+                s.iter().for_each(|e| e.write_payload(out));
+            }
+            BatchRepr::Wire(list) => list.write(out),
         }
+    }
+}
+
+/// The wire form.
+impl<'a> From<CountedList<'a, Entry<'a>, ()>> for BatchEntries<'a> {
+    fn from(list: CountedList<'a, Entry<'a>, ()>) -> Self {
+        Self(BatchRepr::Wire(list))
     }
 }
 
@@ -544,7 +521,7 @@ pub struct BatchIter<'a>(BatchIterRepr<'a>);
 #[derive(Debug, Clone)]
 enum BatchIterRepr<'a> {
     Slice(core::slice::Iter<'a, Entry<'a>>),
-    Wire { left: u32, r: Reader<'a> },
+    Wire(ListIter<'a, Entry<'a>, ()>),
 }
 
 impl<'a> Iterator for BatchIter<'a> {
@@ -552,20 +529,7 @@ impl<'a> Iterator for BatchIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.0 {
             BatchIterRepr::Slice(it) => it.next().copied(),
-            BatchIterRepr::Wire { left, r } => {
-                if *left == 0 {
-                    return None;
-                }
-                *left -= 1;
-                // Validated when built; a failure ends the iteration.
-                match Entry::read_payload(r) {
-                    Ok(e) => Some(e),
-                    Err(_) => {
-                        *left = 0;
-                        None
-                    }
-                }
-            }
+            BatchIterRepr::Wire(it) => it.next(),
         }
     }
 }
@@ -594,8 +558,7 @@ impl<'a> Payload<'a> for CreateBatch<'a> {
         self.entries.write(out);
     }
     fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        let count = r.u32()?;
-        Ok(CreateBatch { entries: BatchEntries::read(count, r)? })
+        Ok(CreateBatch { entries: CountedList::read(r, ())?.into() })
     }
 }
 
@@ -644,12 +607,7 @@ impl<'a> Payload<'a> for ListV2Ok<'a> {
         out.put(self.entries.bytes);
     }
     fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        match r.u8()? {
-            Self::VERSION => {}
-            v => {
-                return Err(DecodeError::InvalidValue { field: "schedule list_v2 version", value: v });
-            }
-        }
+        r.expect_u8(Self::VERSION, "schedule list_v2 version")?;
         Ok(ListV2Ok { has_more: r.bool()?, continuation: r.field()?, entries: Entries::read(r)? })
     }
 }

@@ -19,7 +19,9 @@
 //!   the whole request; [`FilterSet::parse`] validates it.
 
 use crate::MsgType;
-use crate::codec::{Field, Message, Payload, Reader, Sink, wire_enum, wire_message, wire_struct};
+use crate::codec::{
+    Field, List, ListIter, ListWriter, Message, Payload, Reader, Sink, wire_enum, wire_message, wire_struct,
+};
 use crate::error::{DecodeError, EncodeError, Reply, StatusSet};
 use crate::route::{self, Scheme, SelectorAxis};
 
@@ -389,8 +391,7 @@ impl core::error::Error for FilterError {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FilterSet<'a> {
-    count: u32,
-    clauses: &'a [u8],
+    clauses: List<'a, Clause<'a>, ()>,
 }
 
 impl<'a> FilterSet<'a> {
@@ -404,34 +405,31 @@ impl<'a> FilterSet<'a> {
         if blob.iter().zip(FILTER_MARKER.iter()).any(|(a, b)| a != b) {
             return Err(FilterError::UnsupportedVersion);
         }
-        let mut r = Reader::new(blob);
-        let parse = |r: &mut Reader<'a>| -> Result<Self, DecodeError> {
+        Reader::decode(blob, |r| {
             r.array::<2>()?;
-            let count = r.u32()?;
-            let start = r.peek_rest();
-            let mut probe = Reader::new(start);
-            for _ in 0..count {
-                read_clause(&mut probe)?;
-            }
-            probe.finish()?;
-            Ok(FilterSet { count, clauses: start })
-        };
-        parse(&mut r).map_err(FilterError::Malformed)
+            List::read(r, ()).map(|clauses| FilterSet { clauses })
+        })
+        .map_err(FilterError::Malformed)
     }
 
     /// Number of clauses.
     pub const fn len(&self) -> u32 {
-        self.count
+        self.clauses.len()
     }
 
     /// True if there is no clause (equivalent to no filter).
     pub const fn is_empty(&self) -> bool {
-        self.count == 0
+        self.clauses.is_empty()
+    }
+
+    /// The clauses (after the marker).
+    pub const fn clauses(&self) -> List<'a, Clause<'a>, ()> {
+        self.clauses
     }
 
     /// Iterates over the clauses.
     pub fn iter(&self) -> FilterClauses<'a> {
-        FilterClauses { left: self.count, r: Reader::new(self.clauses) }
+        self.clauses.iter()
     }
 
     /// True if a record with `discriminator` passes every clause (a record
@@ -475,107 +473,48 @@ impl Clause<'_> {
     }
 }
 
+/// Tag, then a `str` (tags 0–2) or a counted list of `str` (tag 3).
+impl<'a> crate::codec::Element<'a> for Clause<'a> {
+    type Layout = ();
+
+    fn read(r: &mut Reader<'a>, (): ()) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            TAG_EQUALS => r.str().map(Clause::Equals),
+            TAG_NOT_EQUALS => r.str().map(Clause::NotEquals),
+            TAG_STARTS_WITH => r.str().map(Clause::StartsWith),
+            TAG_ANY_OF => List::read(r, ()).map(Clause::AnyOf),
+            v => Err(DecodeError::InvalidValue { field: "stream filter clause tag", value: v }),
+        }
+    }
+
+    fn wire_len(&self, (): ()) -> usize {
+        match self {
+            Self::Equals(v) | Self::NotEquals(v) | Self::StartsWith(v) => 1 + Field::wire_len(v),
+            Self::AnyOf(vs) => 5usize.saturating_add(vs.wire_len()),
+        }
+    }
+
+    fn write<S: Sink + ?Sized>(&self, out: &mut S, (): ()) {
+        match self {
+            Self::Equals(v) => write_str_clause(out, TAG_EQUALS, v),
+            Self::NotEquals(v) => write_str_clause(out, TAG_NOT_EQUALS, v),
+            Self::StartsWith(v) => write_str_clause(out, TAG_STARTS_WITH, v),
+            Self::AnyOf(vs) => {
+                out.put_u8(TAG_ANY_OF);
+                vs.write(out);
+            }
+        }
+    }
+}
+
 /// The values of a received AnyOf clause, validated, iterated lazily.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct AnyOfValues<'a> {
-    count: u32,
-    bytes: &'a [u8],
-}
-
-impl<'a> AnyOfValues<'a> {
-    /// Number of values.
-    pub const fn len(&self) -> u32 {
-        self.count
-    }
-
-    /// True if the clause lists no value (it then matches nothing).
-    pub const fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Iterates over the values.
-    pub fn iter(&self) -> AnyOfIter<'a> {
-        AnyOfIter { left: self.count, r: Reader::new(self.bytes) }
-    }
-}
-
-impl<'a> IntoIterator for AnyOfValues<'a> {
-    type Item = &'a str;
-    type IntoIter = AnyOfIter<'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
+pub type AnyOfValues<'a> = List<'a, &'a str, ()>;
 
 /// Iterator over the values of an [`AnyOfValues`].
-#[derive(Debug, Clone)]
-pub struct AnyOfIter<'a> {
-    left: u32,
-    r: Reader<'a>,
-}
-
-impl<'a> Iterator for AnyOfIter<'a> {
-    type Item = &'a str;
-    fn next(&mut self) -> Option<&'a str> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        // Validated when the filter was parsed.
-        match self.r.str() {
-            Ok(s) => Some(s),
-            Err(_) => {
-                self.left = 0;
-                None
-            }
-        }
-    }
-}
-
-fn read_clause<'a>(r: &mut Reader<'a>) -> Result<Clause<'a>, DecodeError> {
-    match r.u8()? {
-        TAG_EQUALS => r.str().map(Clause::Equals),
-        TAG_NOT_EQUALS => r.str().map(Clause::NotEquals),
-        TAG_STARTS_WITH => r.str().map(Clause::StartsWith),
-        TAG_ANY_OF => {
-            let count = r.u32()?;
-            let start = r.peek_rest();
-            let mut probe = Reader::new(start);
-            for _ in 0..count {
-                probe.str()?;
-            }
-            let used = start.len().saturating_sub(probe.remaining());
-            let bytes = r.take(used)?;
-            Ok(Clause::AnyOf(AnyOfValues { count, bytes }))
-        }
-        v => Err(DecodeError::InvalidValue { field: "stream filter clause tag", value: v }),
-    }
-}
+pub type AnyOfIter<'a> = ListIter<'a, &'a str, ()>;
 
 /// Iterator over the clauses of a [`FilterSet`].
-#[derive(Debug, Clone)]
-pub struct FilterClauses<'a> {
-    left: u32,
-    r: Reader<'a>,
-}
-
-impl<'a> Iterator for FilterClauses<'a> {
-    type Item = Clause<'a>;
-    fn next(&mut self) -> Option<Clause<'a>> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        match read_clause(&mut self.r) {
-            Ok(c) => Some(c),
-            Err(_) => {
-                self.left = 0;
-                None
-            }
-        }
-    }
-}
+pub type FilterClauses<'a> = ListIter<'a, Clause<'a>, ()>;
 
 // ---------------------------------------------------------------------------
 // READ request (WIRE.md §11.1)
@@ -826,21 +765,39 @@ impl<'a> Item<'a> {
             _ => None,
         }
     }
+}
 
-    /// Encoded length in `layout`.
-    pub fn wire_len(&self, layout: PageLayout) -> usize {
+/// In `layout`: `str route` (an exact stream route), `u8 tag`, then the
+/// record (tag 0) or the skipped offset(s) and reason (tags 1 and 2).
+impl<'a> crate::codec::Element<'a> for Item<'a> {
+    type Layout = PageLayout;
+
+    /// Reads and validates one item in `layout`: concrete route, tag 0–2,
+    /// reason 0–3.
+    fn read(r: &mut Reader<'a>, layout: PageLayout) -> Result<Self, DecodeError> {
+        let route = r.str()?;
+        concrete(route)?;
+        match r.u8()? {
+            ITEM_EVENT => Ok(Item::Event { route, record: EventRecord::read(r, layout)? }),
+            ITEM_FILTERED => Ok(Item::Filtered { route, offset: r.u64()?, reason: r.field()? }),
+            ITEM_FILTERED_RANGE => {
+                Ok(Item::FilteredRange { route, from_offset: r.u64()?, to_offset: r.u64()?, reason: r.field()? })
+            }
+            v => Err(DecodeError::InvalidValue { field: "stream item tag", value: v }),
+        }
+    }
+
+    fn wire_len(&self, layout: PageLayout) -> usize {
         let body = match self {
             Self::Event { record, .. } => record.wire_len(layout),
             Self::Filtered { .. } => 9,
             Self::FilteredRange { .. } => 17,
         };
-        self.route().wire_len().saturating_add(1).saturating_add(body)
+        Field::wire_len(&self.route()).saturating_add(1).saturating_add(body)
     }
 
-    /// Writes the item in `layout` (the route is not checked here; see
-    /// [`PageWriter::push`]).
-    pub fn write<S: Sink + ?Sized>(&self, out: &mut S, layout: PageLayout) {
-        self.route().write(out);
+    fn write<S: Sink + ?Sized>(&self, out: &mut S, layout: PageLayout) {
+        Field::write(&self.route(), out);
         match self {
             Self::Event { record, .. } => {
                 out.put_u8(ITEM_EVENT);
@@ -860,72 +817,32 @@ impl<'a> Item<'a> {
         }
     }
 
-    /// Reads and validates one item in `layout`: concrete route, tag 0–2,
-    /// reason 0–3.
-    pub fn read(r: &mut Reader<'a>, layout: PageLayout) -> Result<Self, DecodeError> {
-        let route = r.str()?;
-        concrete(route)?;
-        match r.u8()? {
-            ITEM_EVENT => Ok(Item::Event { route, record: EventRecord::read(r, layout)? }),
-            ITEM_FILTERED => Ok(Item::Filtered { route, offset: r.u64()?, reason: r.field()? }),
-            ITEM_FILTERED_RANGE => {
-                Ok(Item::FilteredRange { route, from_offset: r.u64()?, to_offset: r.u64()?, reason: r.field()? })
-            }
-            v => Err(DecodeError::InvalidValue { field: "stream item tag", value: v }),
+    /// Every item route must be an exact stream route.
+    fn check(&self, _: PageLayout) -> Result<(), EncodeError> {
+        if is_concrete_route(self.route()) {
+            Ok(())
+        } else {
+            Err(EncodeError::InvalidValue("stream item route is not stream://realm/area/resource"))
         }
     }
 }
 
 /// The items of a READ page, validated, borrowed and iterated lazily.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Items<'a> {
-    count: u32,
-    bytes: &'a [u8],
-    layout: PageLayout,
-}
+/// Build one with `Items::write_into(items, layout, buf)`
+/// ([`List::write_into`]) or a [`PageWriter`].
+pub type Items<'a> = List<'a, Item<'a>, PageLayout>;
+
+/// Iterator over the items of an [`Items`].
+pub type ItemsIter<'a> = ListIter<'a, Item<'a>, PageLayout>;
+
+/// Writes READ items into a caller buffer, one at a time (brokers): stop
+/// when [`ListWriter::push`] reports that the next item does not fit (or
+/// refuses an item whose route is not an exact stream route; nothing is
+/// written for it), then [`ListWriter::finish`] and put the result in a
+/// [`Page`] with its cursor.
+pub type PageWriter<'b> = ListWriter<'b, Item<'b>, PageLayout>;
 
 impl<'a> Items<'a> {
-    /// No item.
-    pub const fn empty(layout: PageLayout) -> Self {
-        Items { count: 0, bytes: &[], layout }
-    }
-
-    /// Checks that `bytes` holds exactly `count` valid items in `layout`.
-    pub fn from_wire(count: u32, bytes: &'a [u8], layout: PageLayout) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        for _ in 0..count {
-            Item::read(&mut r, layout)?;
-        }
-        r.finish()?;
-        Ok(Items { count, bytes, layout })
-    }
-
-    /// Number of items.
-    pub const fn len(&self) -> u32 {
-        self.count
-    }
-
-    /// True if the page holds no item.
-    pub const fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The layout the items are in.
-    pub const fn layout(&self) -> PageLayout {
-        self.layout
-    }
-
-    /// The items in wire form (without the count).
-    pub const fn as_bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
-
-    /// Iterates over the items.
-    pub fn iter(&self) -> ItemsIter<'a> {
-        ItemsIter { left: self.count, r: Reader::new(self.bytes), layout: self.layout }
-    }
-
     /// Iterates over the event records only (markers skipped; keep cursor
     /// progress from the page's [`Cursor`]).
     pub fn events(&self) -> impl Iterator<Item = (&'a str, EventRecord<'a>)> + use<'a> {
@@ -934,119 +851,6 @@ impl<'a> Items<'a> {
             _ => None,
         })
     }
-}
-
-impl<'a> IntoIterator for Items<'a> {
-    type Item = Item<'a>;
-    type IntoIter = ItemsIter<'a>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-/// Iterator over the items of an [`Items`].
-#[derive(Debug, Clone)]
-pub struct ItemsIter<'a> {
-    left: u32,
-    r: Reader<'a>,
-    layout: PageLayout,
-}
-
-impl<'a> Iterator for ItemsIter<'a> {
-    type Item = Item<'a>;
-    fn next(&mut self) -> Option<Item<'a>> {
-        if self.left == 0 {
-            return None;
-        }
-        self.left -= 1;
-        // Validated at decode time; an error here ends the iteration.
-        match Item::read(&mut self.r, self.layout) {
-            Ok(i) => Some(i),
-            Err(_) => {
-                self.left = 0;
-                None
-            }
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, usize::try_from(self.left).ok())
-    }
-}
-
-/// Writes READ items into a caller buffer, one at a time (brokers): stop
-/// when [`PageWriter::push`] reports that the next item does not fit, then
-/// [`PageWriter::finish`] and put the result in a [`Page`] with its cursor.
-#[derive(Debug)]
-pub struct PageWriter<'b> {
-    buf: &'b mut [u8],
-    pos: usize,
-    count: u32,
-    layout: PageLayout,
-}
-
-impl<'b> PageWriter<'b> {
-    /// Starts an empty page in `buf`.
-    pub fn new(buf: &'b mut [u8], layout: PageLayout) -> Self {
-        PageWriter { buf, pos: 0, count: 0, layout }
-    }
-
-    /// Appends `item`. Nothing is written if it fails: the route is not
-    /// an exact stream route, the count would overflow, or the item does
-    /// not fit in the rest of the buffer.
-    pub fn push(&mut self, item: &Item<'_>) -> Result<(), EncodeError> {
-        if !is_concrete_route(item.route()) {
-            return Err(EncodeError::InvalidValue("stream item route is not stream://realm/area/resource"));
-        }
-        let count = self.count.checked_add(1).ok_or(EncodeError::InvalidValue("too many stream items"))?;
-        let len = item.wire_len(self.layout);
-        let end = self.pos.saturating_add(len);
-        let available = self.buf.len().saturating_sub(self.pos);
-        let dst = self.buf.get_mut(self.pos..end).ok_or(EncodeError::BufferTooSmall { needed: len, available })?;
-        let mut w = crate::SliceWriter::new(dst);
-        item.write(&mut w, self.layout);
-        if w.overflowed() || w.position() != len {
-            return Err(EncodeError::BufferTooSmall { needed: len, available });
-        }
-        self.pos = end;
-        self.count = count;
-        Ok(())
-    }
-
-    /// Items written so far.
-    pub const fn len(&self) -> u32 {
-        self.count
-    }
-
-    /// True if nothing was written.
-    pub const fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Bytes written so far (the items' wire length).
-    pub const fn written(&self) -> usize {
-        self.pos
-    }
-
-    /// The items written, as a page view.
-    pub fn finish(self) -> Items<'b> {
-        let PageWriter { buf, pos, count, layout } = self;
-        let bytes: &'b [u8] = buf;
-        Items { count, bytes: bytes.get(..pos).unwrap_or_default(), layout }
-    }
-}
-
-/// Writes `items` into `buf` in `layout` and returns the page view.
-pub fn write_items<'b, 'i>(
-    items: impl IntoIterator<Item = Item<'i>>,
-    layout: PageLayout,
-    buf: &'b mut [u8],
-) -> Result<Items<'b>, EncodeError> {
-    let mut w = PageWriter::new(buf, layout);
-    for item in items {
-        w.push(&item)?;
-    }
-    Ok(w.finish())
 }
 
 /// The cursor that ends every READ page (WIRE.md §11.4).
@@ -1165,36 +969,24 @@ pub struct Page<'a> {
 impl<'a> Page<'a> {
     /// The page's layout.
     pub const fn layout(&self) -> PageLayout {
-        self.items.layout
+        self.items.layout()
     }
 
     /// Length of the page (the contents of `bytes page`).
     pub fn wire_len(&self) -> usize {
-        4usize.saturating_add(self.items.bytes.len()).saturating_add(self.cursor.wire_len(self.items.layout))
+        4usize.saturating_add(self.items.wire_len()).saturating_add(self.cursor.wire_len(self.layout()))
     }
 
     /// Writes the page contents (count, items, cursor).
     pub fn write<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.put_u32(self.items.count);
-        out.put(self.items.bytes);
-        self.cursor.write(out, self.items.layout);
+        self.items.write(out);
+        self.cursor.write(out, self.layout());
     }
 
     /// Decodes the contents of `bytes page`: it must end exactly after the
     /// cursor.
     pub fn decode(page: &'a [u8], layout: PageLayout) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(page);
-        let count = r.u32()?;
-        let start = r.peek_rest();
-        let mut probe = Reader::new(start);
-        for _ in 0..count {
-            Item::read(&mut probe, layout)?;
-        }
-        let used = start.len().saturating_sub(probe.remaining());
-        let bytes = r.take(used)?;
-        let cursor = Cursor::read(&mut r, layout)?;
-        r.finish()?;
-        Ok(Page { items: Items { count, bytes, layout }, cursor })
+        Reader::decode(page, |r| Ok(Page { items: Items::read(r, layout)?, cursor: Cursor::read(r, layout)? }))
     }
 }
 
@@ -1213,10 +1005,7 @@ impl<'a> ReadOk<'a> {
         if r.is_empty() {
             return Ok(ReadOk { page: None });
         }
-        match r.u8()? {
-            0 => {}
-            v => return Err(DecodeError::InvalidValue { field: "stream read session flag", value: v }),
-        }
+        r.expect_u8(0, "stream read session flag")?;
         let page = r.bytes()?;
         Page::decode(page, layout).map(|p| ReadOk { page: Some(p) })
     }
@@ -1394,10 +1183,7 @@ impl<'a> Payload<'a> for SubscribeOk {
     }
     /// Rejects a flag other than 1, a missing id and a non-empty `bytes`.
     fn read_payload(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
-        match r.u8()? {
-            1 => {}
-            v => return Err(DecodeError::InvalidValue { field: "stream subscribe id flag", value: v }),
-        }
+        r.expect_u8(1, "stream subscribe id flag")?;
         let sub_id = r.u64()?;
         let empty_data = if r.is_empty() {
             false

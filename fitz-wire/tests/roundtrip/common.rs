@@ -139,6 +139,23 @@ macro_rules! roundtrip_payload {
     }};
 }
 
+/// The "decoding arbitrary bytes never panics" property: a test
+/// `arbitrary_bytes_never_panic` in the invoking module that runs every
+/// given `decode_all` over [`junk`] input, [`fuzz_cases`] times.
+#[macro_export]
+macro_rules! never_panics {
+    ($($decode_all:path),+ $(,)?) => {
+        proptest::proptest! {
+            #![proptest_config($crate::common::fuzz_config())]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(data in $crate::common::junk()) {
+                $( $decode_all(&data); )+
+            }
+        }
+    };
+}
+
 /// An arbitrary error envelope: `Some(code)` = coded, `None` = uncoded.
 pub fn reply_err() -> impl Strategy<Value = (Option<u32>, String)> {
     (prop::option::of(any::<u32>()), text())

@@ -65,12 +65,4 @@ proptest! {
     }
 }
 
-proptest! {
-    #![proptest_config(fuzz_config())]
-
-    #[test]
-    fn arbitrary_bytes_never_panic(data in junk()) {
-        frame::decode_all(&data);
-        fitz_wire::control::decode_all(&data);
-    }
-}
+never_panics!(frame::decode_all, fitz_wire::control::decode_all);

@@ -55,7 +55,7 @@ proptest! {
         roundtrip_payload!(if use_err { Reply::Err(e) } else { Reply::Ok(()) }, decode_ack_reply);
 
         let mut page = vec![0u8; 4096];
-        let written = write_reserved_items(
+        let written = ReservedItems::write_into(
             items.iter().map(|(r, id, tok, b)| ReservedItem { route: Some(r), message_id: *id, lease_token: *tok, body: b }),
             l,
             &mut page,
@@ -88,20 +88,13 @@ proptest! {
         let item = ReservedItem { route: Some(&route), message_id: id, lease_token: id, body: &body };
         let mut page = vec![0u8; 4096];
         let concrete = fitz_wire::route::is_concrete(&route, fitz_wire::route::Scheme::Queue, 3);
-        prop_assert_eq!(write_reserved_items([item], ReserveLayout::Routed, &mut page).is_ok(), concrete);
+        prop_assert_eq!(ReservedItems::write_into([item], ReserveLayout::Routed, &mut page).is_ok(), concrete);
         let none = ReservedItem { route: None, ..item };
-        prop_assert!(write_reserved_items([none], ReserveLayout::Routed, &mut page).is_err());
+        prop_assert!(ReservedItems::write_into([none], ReserveLayout::Routed, &mut page).is_err());
         // The exact layout does not write routes, so any route is fine.
-        prop_assert!(write_reserved_items([item], ReserveLayout::Exact, &mut page).is_ok());
+        prop_assert!(ReservedItems::write_into([item], ReserveLayout::Exact, &mut page).is_ok());
         let _ = ReserveOk { items: ReservedItems::empty(ReserveLayout::Exact), bare: true }.payload_len();
     }
 }
 
-proptest! {
-    #![proptest_config(fuzz_config())]
-
-    #[test]
-    fn arbitrary_bytes_never_panic(data in junk()) {
-        decode_all(&data);
-    }
-}
+never_panics!(decode_all);

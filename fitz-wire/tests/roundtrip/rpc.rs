@@ -119,14 +119,7 @@ proptest! {
     }
 }
 
-proptest! {
-    #![proptest_config(fuzz_config())]
-
-    #[test]
-    fn arbitrary_bytes_never_panic(data in junk()) {
-        decode_all(&data);
-    }
-}
+never_panics!(decode_all);
 
 #[test]
 fn reply_is_payload() {

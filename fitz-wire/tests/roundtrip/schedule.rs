@@ -107,11 +107,4 @@ proptest! {
     }
 }
 
-proptest! {
-    #![proptest_config(fuzz_config())]
-
-    #[test]
-    fn arbitrary_bytes_never_panic(data in junk()) {
-        decode_all(&data);
-    }
-}
+never_panics!(decode_all);

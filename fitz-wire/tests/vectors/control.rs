@@ -43,23 +43,17 @@ pub fn decode(name: &str, dir: Dir, p: &[u8], _ctx: &Ctx<'_>) -> Option<R<Decode
                 d
             })
         }
-        ("CONNECT", Dir::C2s) => Connect::decode(p).map_err(|e| e.to_string()).and_then(|m| {
-            let out = match core::str::from_utf8(m.token) {
-                Ok(t) => Out::new().set("token", t),
-                Err(_) => Out::new().bytes("token_hex", m.token),
-            };
-            decoded(out.done(), &m)
+        ("CONNECT", Dir::C2s) => message(Connect::decode(p), |m, o| match core::str::from_utf8(m.token) {
+            Ok(t) => o.set("token", t),
+            Err(_) => o.bytes("token_hex", m.token),
         }),
-        ("SERVER_HELLO", Dir::S2c) => ServerHello::decode(p).map_err(|e| e.to_string()).and_then(|m| {
-            let mut out = Out::new().set("protocol_version", m.protocol_version).set("capabilities", m.capabilities.0);
-            if !m.trailing.is_empty() {
-                out = out.bytes("trailing", m.trailing);
-            }
-            decoded(out.done(), &m)
+        ("SERVER_HELLO", Dir::S2c) => message(ServerHello::decode(p), |m, o| {
+            let o = o.set("protocol_version", m.protocol_version).set("capabilities", m.capabilities.0);
+            if m.trailing.is_empty() { o } else { o.bytes("trailing", m.trailing) }
         }),
-        ("SESSION_METADATA", Dir::C2s) => SessionMetadata::decode(p)
-            .map_err(|e| e.to_string())
-            .and_then(|m| decoded(Out::new().set("service_name", m.service_name).done(), &m)),
+        ("SESSION_METADATA", Dir::C2s) => {
+            message(SessionMetadata::decode(p), |m, o| o.set("service_name", m.service_name))
+        }
         // Labels are consumed by the frame parser; one reaching a payload
         // decoder is itself an error.
         ("CORRELATED", _) => Err("a CORRELATED record is never a message".into()),

@@ -112,101 +112,65 @@ pub fn encode(name: &str, f: &Fields, ctx: &Ctx<'_>) -> Option<R<Vec<u8>>> {
             _ => Err(String::new()),
         }
     };
-    if !name.starts_with("KV_") || name.ends_with("_RESPONSE") || name == "KV_NOTIFY" {
-        return None;
-    }
-    Some(run())
-}
-
-fn ack(p: &[u8], ctx: &Ctx<'_>) -> R<Decoded> {
-    let r = decode_ack_reply(p).map_err(|e| e.to_string())?;
-    check_envelope(ctx, &r)?;
-    decoded(reply_fields(&r, |_, o| o), &r)
+    is_request(name, "KV_").then(run)
 }
 
 pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded>> {
-    let e = |e: fitz_wire::DecodeError| e.to_string();
     Some(match (name, dir) {
-        ("KV_BEGIN", Dir::C2s) => Begin::decode_dialect(p, ctx.dialect).map_err(e).and_then(|m| {
-            let mut o = Out::new().set("route", m.route).set("mode", mode_name(m.mode));
-            if let Some(d) = m.durability {
-                o = o.set("durability", durability_name(d));
+        ("KV_BEGIN", Dir::C2s) => message(Begin::decode_dialect(p, ctx.dialect), |m, o| {
+            let o = o.set("route", m.route).set("mode", mode_name(m.mode));
+            match m.durability {
+                Some(d) => o.set("durability", durability_name(d)),
+                None => o,
             }
-            decoded(o.done(), &m)
         }),
-        ("KV_COMMIT", Dir::C2s) => Commit::decode_dialect(p, ctx.dialect).map_err(e).and_then(|m| {
-            let mut o = Out::new().set("tx_id", m.tx_id).set("route", m.route);
-            if let Some(d) = m.persistence {
-                o = o.set("persistence", durability_name(d));
+        ("KV_COMMIT", Dir::C2s) => message(Commit::decode_dialect(p, ctx.dialect), |m, o| {
+            let o = o.set("tx_id", m.tx_id).set("route", m.route);
+            match m.persistence {
+                Some(d) => o.set("persistence", durability_name(d)),
+                None => o,
             }
-            decoded(o.done(), &m)
         }),
-        ("KV_ROLLBACK", Dir::C2s) => Rollback::decode(p)
-            .map_err(e)
-            .and_then(|m| decoded(Out::new().set("tx_id", m.tx_id).set("route", m.route).done(), &m)),
-        ("KV_GET", Dir::C2s) => Get::decode(p).map_err(e).and_then(|m| {
-            decoded(Out::new().set("tx_id", m.tx_id).set("route", m.route).bytes("key", m.key).done(), &m)
+        ("KV_ROLLBACK", Dir::C2s) => message(Rollback::decode(p), |m, o| o.set("tx_id", m.tx_id).set("route", m.route)),
+        ("KV_GET", Dir::C2s) => {
+            message(Get::decode(p), |m, o| o.set("tx_id", m.tx_id).set("route", m.route).bytes("key", m.key))
+        }
+        ("KV_PUT", Dir::C2s) => message(Put::decode(p), |m, o| {
+            o.set("tx_id", m.tx_id).set("route", m.route).bytes("key", m.key).bytes("value", m.value)
         }),
-        ("KV_PUT", Dir::C2s) => Put::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("tx_id", m.tx_id).set("route", m.route).bytes("key", m.key).bytes("value", m.value);
-            decoded(o.done(), &m)
+        ("KV_INSERT", Dir::C2s) => message(Insert::decode(p), |m, o| {
+            o.set("tx_id", m.tx_id).set("route", m.route).bytes("key", m.key).bytes("value", m.value)
         }),
-        ("KV_INSERT", Dir::C2s) => Insert::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("tx_id", m.tx_id).set("route", m.route).bytes("key", m.key).bytes("value", m.value);
-            decoded(o.done(), &m)
-        }),
-        ("KV_DELETE", Dir::C2s) => Delete::decode(p).map_err(e).and_then(|m| {
-            decoded(Out::new().set("tx_id", m.tx_id).set("route", m.route).bytes("key", m.key).done(), &m)
-        }),
-        ("KV_DELETE_RANGE", Dir::C2s) => DeleteRange::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new()
-                .set("tx_id", m.tx_id)
-                .set("route", m.route)
-                .bytes("start_key", m.start_key)
-                .bytes("end_key", m.end_key);
-            decoded(o.done(), &m)
+        ("KV_DELETE", Dir::C2s) => {
+            message(Delete::decode(p), |m, o| o.set("tx_id", m.tx_id).set("route", m.route).bytes("key", m.key))
+        }
+        ("KV_DELETE_RANGE", Dir::C2s) => message(DeleteRange::decode(p), |m, o| {
+            o.set("tx_id", m.tx_id).set("route", m.route).bytes("start_key", m.start_key).bytes("end_key", m.end_key)
         }),
         ("KV_SCAN", Dir::C2s) => {
             let exclusive = ctx.capabilities.contains(fitz_wire::Capabilities::KV_SCAN_EXCLUSIVE);
-            Scan::decode_with(p, exclusive).map_err(e).and_then(|m| {
-                let o = Out::new()
-                    .set("tx_id", m.tx_id)
+            message(Scan::decode_with(p, exclusive), |m, o| {
+                o.set("tx_id", m.tx_id)
                     .set("route", m.route)
                     .opt_bytes("start_key", m.start_key)
                     .opt_bytes("end_key", m.end_key)
                     .opt_u64("limit", m.limit.map(u64::from))
                     .set("reverse", m.reverse)
-                    .set("start_exclusive", m.start_exclusive);
-                decoded(o.done(), &m)
+                    .set("start_exclusive", m.start_exclusive)
             })
         }
-        ("KV_SUBSCRIBE", Dir::C2s) => {
-            Subscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("pattern", m.pattern).done(), &m))
+        ("KV_SUBSCRIBE", Dir::C2s) => message(Subscribe::decode(p), |m, o| o.set("pattern", m.pattern)),
+        ("KV_UNSUBSCRIBE", Dir::C2s) => message(Unsubscribe::decode(p), |m, o| o.set("pattern", m.pattern)),
+        ("KV_BEGIN_RESPONSE", Dir::S2c) => reply(decode_begin_reply(p), ctx, |v, o| o.set("tx_id", v.tx_id)),
+        ("KV_GET_RESPONSE", Dir::S2c) => {
+            reply(decode_get_reply(p), ctx, |v, o| o.set("found", v.value.is_some()).opt_bytes("value", v.value))
         }
-        ("KV_UNSUBSCRIBE", Dir::C2s) => {
-            Unsubscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("pattern", m.pattern).done(), &m))
-        }
-        ("KV_BEGIN_RESPONSE", Dir::S2c) => decode_begin_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.set("tx_id", v.tx_id)), &r)
+        ("KV_SCAN_RESPONSE", Dir::S2c) => reply(decode_scan_reply(p), ctx, |v, o| {
+            let pairs: Vec<Value> =
+                v.pairs.iter().map(|pair| json!({"key": to_hex(pair.key), "value": to_hex(pair.value)})).collect();
+            o.alias(&["entries", "pairs"], pairs).set("has_more", v.has_more)
         }),
-        ("KV_GET_RESPONSE", Dir::S2c) => decode_get_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.set("found", v.value.is_some()).opt_bytes("value", v.value)), &r)
-        }),
-        ("KV_SCAN_RESPONSE", Dir::S2c) => decode_scan_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            let fields = reply_fields(&r, |v, o| {
-                let pairs: Vec<Value> =
-                    v.pairs.iter().map(|(k, val)| json!({"key": to_hex(k), "value": to_hex(val)})).collect();
-                o.alias(&["entries", "pairs"], pairs).set("has_more", v.has_more)
-            });
-            decoded(fields, &r)
-        }),
-        ("KV_SUBSCRIBE_RESPONSE", Dir::S2c) => decode_subscribe_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.set("sub_id", v.sub_id)), &r)
-        }),
+        ("KV_SUBSCRIBE_RESPONSE", Dir::S2c) => reply(decode_subscribe_reply(p), ctx, |v, o| o.set("sub_id", v.sub_id)),
         (
             "KV_COMMIT_RESPONSE"
             | "KV_ROLLBACK_RESPONSE"
@@ -216,10 +180,9 @@ pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded
             | "KV_DELETE_RANGE_RESPONSE"
             | "KV_UNSUBSCRIBE_RESPONSE",
             Dir::S2c,
-        ) => ack(p, ctx),
-        ("KV_NOTIFY", Dir::S2c) => Notify::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("sub_id", m.sub_id).set("route", m.route).set("mutation_count", m.mutation_count);
-            decoded(o.done(), &m)
+        ) => ack(decode_ack_reply(p), ctx),
+        ("KV_NOTIFY", Dir::S2c) => message(Notify::decode(p), |m, o| {
+            o.set("sub_id", m.sub_id).set("route", m.route).set("mutation_count", m.mutation_count)
         }),
         _ => return None,
     })

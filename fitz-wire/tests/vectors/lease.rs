@@ -5,8 +5,8 @@
 //! (`fencing_token`, `ttl_secs`, `pattern`): inputs are read under every
 //! name and outputs are written under every name.
 
+use fitz_wire::Payload;
 use fitz_wire::lease::*;
-use fitz_wire::{Payload, Reply};
 use serde_json::{Value, json};
 
 use crate::Dir;
@@ -77,106 +77,55 @@ pub fn encode(name: &str, f: &Fields, _ctx: &Ctx<'_>) -> Option<R<Vec<u8>>> {
             _ => Err(String::new()),
         }
     };
-    if !name.starts_with("LEASE_")
-        || name.ends_with("_RESPONSE")
-        || name == "LEASE_NOTIFY"
-        || name == "LEASE_ACQUIRE_DEFERRED"
-    {
-        return None;
-    }
-    Some(run())
+    (is_request(name, "LEASE_") && name != "LEASE_ACQUIRE_DEFERRED").then(run)
 }
 
-fn acquire_fields(r: &Reply<'_, AcquireOk>) -> Fields {
-    reply_fields(r, |v, o| o.set("response_type", v.status.to_u8()).alias(TOKEN, v.fencing_token))
-}
-
-fn ack(p: &[u8], ctx: &Ctx<'_>) -> R<Decoded> {
-    let r = decode_ack_reply(p).map_err(|e| e.to_string())?;
-    check_envelope(ctx, &r)?;
-    decoded(reply_fields(&r, |_, o| o), &r)
+fn acquire_ok(v: &AcquireOk, o: Out) -> Out {
+    o.set("response_type", v.status.to_u8()).alias(TOKEN, v.fencing_token)
 }
 
 pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded>> {
-    let e = |e: fitz_wire::DecodeError| e.to_string();
     Some(match (name, dir) {
-        ("LEASE_ACQUIRE", Dir::C2s) => Acquire::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new()
-                .set("route", m.route)
-                .alias(OWNER, m.owner_id)
-                .alias(TTL, m.ttl_secs)
-                .set("wait_seconds", m.wait_seconds);
-            decoded(o.done(), &m)
+        ("LEASE_ACQUIRE", Dir::C2s) => message(Acquire::decode(p), |m, o| {
+            o.set("route", m.route).alias(OWNER, m.owner_id).alias(TTL, m.ttl_secs).set("wait_seconds", m.wait_seconds)
         }),
-        ("LEASE_RENEW", Dir::C2s) => Renew::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new()
-                .set("route", m.route)
-                .alias(OWNER, m.owner_id)
-                .alias(TOKEN, m.fencing_token)
-                .alias(TTL, m.ttl_secs);
-            decoded(o.done(), &m)
+        ("LEASE_RENEW", Dir::C2s) => message(Renew::decode(p), |m, o| {
+            o.set("route", m.route).alias(OWNER, m.owner_id).alias(TOKEN, m.fencing_token).alias(TTL, m.ttl_secs)
         }),
-        ("LEASE_RELEASE", Dir::C2s) => Release::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("route", m.route).alias(OWNER, m.owner_id).alias(TOKEN, m.fencing_token);
-            decoded(o.done(), &m)
+        ("LEASE_RELEASE", Dir::C2s) => message(Release::decode(p), |m, o| {
+            o.set("route", m.route).alias(OWNER, m.owner_id).alias(TOKEN, m.fencing_token)
         }),
-        ("LEASE_QUERY", Dir::C2s) => {
-            Query::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("route", m.route).done(), &m))
+        ("LEASE_QUERY", Dir::C2s) => message(Query::decode(p), |m, o| o.set("route", m.route)),
+        ("LEASE_SUBSCRIBE", Dir::C2s) => message(Subscribe::decode(p), |m, o| o.alias(WATCH, m.route)),
+        ("LEASE_UNSUBSCRIBE", Dir::C2s) => message(Unsubscribe::decode(p), |m, o| o.alias(WATCH, m.route)),
+        ("LEASE_LIST", Dir::C2s) => message(List::decode(p), |m, o| {
+            o.set("pattern", m.pattern).set("cursor", cursor_json(m.cursor)).set("limit", m.limit)
+        }),
+        ("LEASE_ACQUIRE_RESPONSE", Dir::S2c) => reply(decode_acquire_reply(p), ctx, acquire_ok),
+        ("LEASE_ACQUIRE_DEFERRED", Dir::S2c) => reply(decode_acquire_deferred(p), ctx, acquire_ok),
+        ("LEASE_RENEW_RESPONSE", Dir::S2c) => reply(decode_renew_reply(p), ctx, |v, o| o.alias(TOKEN, v.fencing_token)),
+        ("LEASE_QUERY_RESPONSE", Dir::S2c) => reply(decode_query_reply(p), ctx, |v, o| {
+            o.set("is_held", v.is_held())
+                .alias(&["owner", "owner_id"], v.owner_id().map_or(Value::Null, Value::from))
+                .alias(
+                    &["ttl_remaining", "ttl_remaining_secs"],
+                    v.ttl_remaining_secs().map_or(Value::Null, Value::from),
+                )
+                .alias(&["pending_waiters", "waiters"], v.pending_waiters())
+        }),
+        ("LEASE_SUBSCRIBE_RESPONSE", Dir::S2c) => {
+            reply(decode_subscribe_reply(p), ctx, |v, o| o.set("sub_id", v.sub_id))
         }
-        ("LEASE_SUBSCRIBE", Dir::C2s) => {
-            Subscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().alias(WATCH, m.route).done(), &m))
-        }
-        ("LEASE_UNSUBSCRIBE", Dir::C2s) => {
-            Unsubscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().alias(WATCH, m.route).done(), &m))
-        }
-        ("LEASE_LIST", Dir::C2s) => List::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("pattern", m.pattern).set("cursor", cursor_json(m.cursor)).set("limit", m.limit);
-            decoded(o.done(), &m)
+        ("LEASE_LIST_RESPONSE", Dir::S2c) => reply(decode_list_reply(p), ctx, |v, o| {
+            let items: Vec<Value> = v.items.iter().map(|i| item_json(&i)).collect();
+            if items.len() != usize::try_from(v.items.len()).unwrap_or(usize::MAX) {
+                return o.set("items", "iterator yielded fewer items than the count");
+            }
+            o.set("items", items).set("has_next", v.next.is_some()).set("next_cursor", cursor_json(v.next))
         }),
-        ("LEASE_ACQUIRE_RESPONSE", Dir::S2c) => decode_acquire_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(acquire_fields(&r), &r)
-        }),
-        ("LEASE_ACQUIRE_DEFERRED", Dir::S2c) => decode_acquire_deferred(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(acquire_fields(&r), &r)
-        }),
-        ("LEASE_RENEW_RESPONSE", Dir::S2c) => decode_renew_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.alias(TOKEN, v.fencing_token)), &r)
-        }),
-        ("LEASE_QUERY_RESPONSE", Dir::S2c) => decode_query_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            let fields = reply_fields(&r, |v, o| {
-                o.set("is_held", v.is_held())
-                    .alias(&["owner", "owner_id"], v.owner_id().map_or(Value::Null, Value::from))
-                    .alias(
-                        &["ttl_remaining", "ttl_remaining_secs"],
-                        v.ttl_remaining_secs().map_or(Value::Null, Value::from),
-                    )
-                    .alias(&["pending_waiters", "waiters"], v.pending_waiters())
-            });
-            decoded(fields, &r)
-        }),
-        ("LEASE_SUBSCRIBE_RESPONSE", Dir::S2c) => decode_subscribe_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.set("sub_id", v.sub_id)), &r)
-        }),
-        ("LEASE_LIST_RESPONSE", Dir::S2c) => decode_list_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            let fields = reply_fields(&r, |v, o| {
-                let items: Vec<Value> = v.items.iter().map(|i| item_json(&i)).collect();
-                if items.len() != usize::try_from(v.items.len()).unwrap_or(usize::MAX) {
-                    return o.set("items", "iterator yielded fewer items than the count");
-                }
-                o.set("items", items).set("has_next", v.next.is_some()).set("next_cursor", cursor_json(v.next))
-            });
-            decoded(fields, &r)
-        }),
-        ("LEASE_RELEASE_RESPONSE" | "LEASE_UNSUBSCRIBE_RESPONSE", Dir::S2c) => ack(p, ctx),
-        ("LEASE_NOTIFY", Dir::S2c) => Notify::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("sub_id", m.sub_id).set("route", m.route).bytes("payload", m.payload);
-            decoded(o.done(), &m)
+        ("LEASE_RELEASE_RESPONSE" | "LEASE_UNSUBSCRIBE_RESPONSE", Dir::S2c) => ack(decode_ack_reply(p), ctx),
+        ("LEASE_NOTIFY", Dir::S2c) => message(Notify::decode(p), |m, o| {
+            o.set("sub_id", m.sub_id).set("route", m.route).bytes("payload", m.payload)
         }),
         _ => return None,
     })

@@ -50,16 +50,7 @@ pub fn encode(name: &str, f: &Fields, _ctx: &Ctx<'_>) -> Option<R<Vec<u8>>> {
             _ => Err(String::new()),
         }
     };
-    if !name.starts_with("QUEUE_") || name.ends_with("_RESPONSE") || name == "QUEUE_NOTIFY" {
-        return None;
-    }
-    Some(run())
-}
-
-fn ack(p: &[u8], ctx: &Ctx<'_>) -> R<Decoded> {
-    let r = decode_ack_reply(p).map_err(|e| e.to_string())?;
-    check_envelope(ctx, &r)?;
-    decoded(reply_fields(&r, |_, o| o), &r)
+    is_request(name, "QUEUE_").then(run)
 }
 
 /// The RESERVE item layout the vector's request implies.
@@ -92,67 +83,50 @@ fn item_json(item: &ReservedItem<'_>, ctx: &Ctx<'_>) -> Value {
 }
 
 pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded>> {
-    let e = |e: fitz_wire::DecodeError| e.to_string();
     Some(match (name, dir) {
-        ("QUEUE_ENQUEUE", Dir::C2s) => Enqueue::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("route", m.route).bytes("body", m.body).opt_u64("delay_seconds", m.delay_seconds);
-            decoded(o.done(), &m)
+        ("QUEUE_ENQUEUE", Dir::C2s) => message(Enqueue::decode(p), |m, o| {
+            o.set("route", m.route).bytes("body", m.body).opt_u64("delay_seconds", m.delay_seconds)
         }),
-        ("QUEUE_RESERVE", Dir::C2s) => Reserve::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new()
-                .alias(ROUTE_OR_SELECTOR, m.route)
+        ("QUEUE_RESERVE", Dir::C2s) => message(Reserve::decode(p), |m, o| {
+            o.alias(ROUTE_OR_SELECTOR, m.route)
                 .set("lease_seconds", m.lease_seconds)
                 .opt_u64("batch_size", m.batch_size.map(u64::from))
-                .opt_u64("wait_seconds", m.wait_seconds);
-            decoded(o.done(), &m)
+                .opt_u64("wait_seconds", m.wait_seconds)
         }),
-        ("QUEUE_EXTEND", Dir::C2s) => Extend::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new()
-                .set("route", m.route)
+        ("QUEUE_EXTEND", Dir::C2s) => message(Extend::decode(p), |m, o| {
+            o.set("route", m.route)
                 .alias(MESSAGE_ID, m.message_id)
                 .alias(LEASE_TOKEN, m.lease_token)
-                .set("lease_seconds", m.lease_seconds);
-            decoded(o.done(), &m)
+                .set("lease_seconds", m.lease_seconds)
         }),
-        ("QUEUE_COMPLETE", Dir::C2s) => Complete::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("route", m.route).alias(MESSAGE_ID, m.message_id).alias(LEASE_TOKEN, m.lease_token);
-            decoded(o.done(), &m)
+        ("QUEUE_COMPLETE", Dir::C2s) => message(Complete::decode(p), |m, o| {
+            o.set("route", m.route).alias(MESSAGE_ID, m.message_id).alias(LEASE_TOKEN, m.lease_token)
         }),
-        ("QUEUE_SUBSCRIBE", Dir::C2s) => {
-            Subscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().alias(PATTERN, m.pattern).done(), &m))
+        ("QUEUE_SUBSCRIBE", Dir::C2s) => message(Subscribe::decode(p), |m, o| o.alias(PATTERN, m.pattern)),
+        ("QUEUE_UNSUBSCRIBE", Dir::C2s) => message(Unsubscribe::decode(p), |m, o| o.alias(PATTERN, m.pattern)),
+        ("QUEUE_ENQUEUE_RESPONSE", Dir::S2c) => {
+            reply(decode_enqueue_reply(p), ctx, |v, o| o.alias(MESSAGE_ID, v.message_id))
         }
-        ("QUEUE_UNSUBSCRIBE", Dir::C2s) => {
-            Unsubscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().alias(PATTERN, m.pattern).done(), &m))
-        }
-        ("QUEUE_ENQUEUE_RESPONSE", Dir::S2c) => decode_enqueue_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.alias(MESSAGE_ID, v.message_id)), &r)
-        }),
         ("QUEUE_RESERVE_RESPONSE", Dir::S2c) => reserve_layout(ctx).and_then(|layout| {
-            let r = decode_reserve_reply(p, layout).map_err(e)?;
-            check_envelope(ctx, &r)?;
-            let fields = reply_fields(&r, |v, o| {
+            reply(decode_reserve_reply(p, layout), ctx, |v, o| {
                 let items: Vec<Value> = v.items.iter().map(|i| item_json(&i, ctx)).collect();
                 o.set("items", items)
-            });
-            decoded(fields, &r)
+            })
         }),
-        ("QUEUE_SUBSCRIBE_RESPONSE", Dir::S2c) => decode_subscribe_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.set("sub_id", v.sub_id)), &r)
-        }),
-        ("QUEUE_EXTEND_RESPONSE" | "QUEUE_COMPLETE_RESPONSE" | "QUEUE_UNSUBSCRIBE_RESPONSE", Dir::S2c) => ack(p, ctx),
-        ("QUEUE_NOTIFY", Dir::S2c) => Notify::decode(p).map_err(e).and_then(|m| {
-            let mut o = Out::new()
+        ("QUEUE_SUBSCRIBE_RESPONSE", Dir::S2c) => {
+            reply(decode_subscribe_reply(p), ctx, |v, o| o.set("sub_id", v.sub_id))
+        }
+        ("QUEUE_EXTEND_RESPONSE" | "QUEUE_COMPLETE_RESPONSE" | "QUEUE_UNSUBSCRIBE_RESPONSE", Dir::S2c) => {
+            ack(decode_ack_reply(p), ctx)
+        }
+        ("QUEUE_NOTIFY", Dir::S2c) => message(Notify::decode(p), |m, o| {
+            let o = o
                 .set("sub_id", m.sub_id)
                 .set("route", m.route)
                 .set("ready", m.ready)
                 .set("delayed", m.delayed)
                 .set("inflight", m.inflight);
-            if m.form == CountersForm::Wrapped {
-                o = o.bytes("payload", &m.counters_bytes());
-            }
-            decoded(o.done(), &m)
+            if m.form == CountersForm::Wrapped { o.bytes("payload", &m.counters_bytes()) } else { o }
         }),
         _ => return None,
     })

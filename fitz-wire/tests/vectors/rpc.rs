@@ -174,13 +174,11 @@ fn check_context(ctx: &Ctx<'_>, id: Uuid, route: Option<&str>) -> R<()> {
     Ok(())
 }
 
-fn request_fields(m: &Request<'_>) -> Fields {
-    Out::new()
-        .bytes("correlation_id", &m.correlation_id.0)
+fn request_fields(m: &Request<'_>, o: Out) -> Out {
+    o.bytes("correlation_id", &m.correlation_id.0)
         .set("route", m.route)
         .bytes("body", m.body)
         .set("extension", budget_json(m.budget))
-        .done()
 }
 
 fn response_fields(m: &Response<'_>) -> Fields {
@@ -195,37 +193,31 @@ fn response_fields(m: &Response<'_>) -> Fields {
     o.done()
 }
 
-fn registration_reply(r: &fitz_wire::Reply<'_, RegistrationOk>, ctx: &Ctx<'_>) -> R<Decoded> {
-    check_envelope(ctx, r)?;
-    // The data is always empty; a bare `00` decodes to the same (empty) value.
-    decoded(reply_fields(r, |_, o| o.set("data", "")), r)
+/// The data of a registration reply is always empty; a bare `00` decodes to
+/// the same (empty) value.
+fn registration_ok(_: &RegistrationOk, o: Out) -> Out {
+    o.set("data", "")
 }
 
 pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded>> {
     let e = |e: fitz_wire::DecodeError| e.to_string();
     Some(match (name, dir) {
-        ("RPC_SUBSCRIBE_WORKER", Dir::C2s) => {
-            SubscribeWorker::decode_with(p, negotiated(ctx)).map_err(e).and_then(|m| {
-                let o = Out::new()
-                    .alias(&["pattern", "route"], m.pattern)
-                    .alias(&["max_concurrent", "max_concurrency"], m.max_concurrent)
-                    .set("extension", worker_extension_json(m.extension));
-                decoded(o.done(), &m)
-            })
+        ("RPC_SUBSCRIBE_WORKER", Dir::C2s) => message(SubscribeWorker::decode_with(p, negotiated(ctx)), |m, o| {
+            o.alias(&["pattern", "route"], m.pattern)
+                .alias(&["max_concurrent", "max_concurrency"], m.max_concurrent)
+                .set("extension", worker_extension_json(m.extension))
+        }),
+        ("RPC_UNSUBSCRIBE_WORKER", Dir::C2s) => {
+            message(UnsubscribeWorker::decode(p), |m, o| o.alias(&["pattern", "route"], m.pattern))
         }
-        ("RPC_UNSUBSCRIBE_WORKER", Dir::C2s) => UnsubscribeWorker::decode(p)
-            .map_err(e)
-            .and_then(|m| decoded(Out::new().alias(&["pattern", "route"], m.pattern).done(), &m)),
         // The broker's view of a caller's request.
-        ("RPC_REQUEST", Dir::C2s) => {
-            Request::decode_with(p, negotiated(ctx)).map_err(e).and_then(|m| decoded(request_fields(&m), &m))
-        }
+        ("RPC_REQUEST", Dir::C2s) => message(Request::decode_with(p, negotiated(ctx)), request_fields),
         // The worker's view: a request, unless it is the legacy ingress error.
         ("RPC_REQUEST", Dir::S2c) => {
             Inbound::classify(p, negotiated(ctx)).map_err(e).and_then(|inbound| match inbound {
                 Inbound::Request(m) => {
                     check_context(ctx, m.correlation_id, Some(m.route))?;
-                    decoded(request_fields(&m), &inbound)
+                    decoded(request_fields(&m, Out::new()).done(), &inbound)
                 }
                 Inbound::IngressError(err) => {
                     Err(format!("legacy ingress error {} {:?}, not a request", err.code, err.message))
@@ -238,28 +230,25 @@ pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded
             }
             decoded(response_fields(&m), &m)
         }),
-        ("RPC_CANCEL", Dir::C2s) => RpcCancel::decode(p).map_err(e).and_then(|m| {
-            let mut o = Out::new().set("kind", m.kind()).bytes("correlation_id", &m.id().0);
-            if let RpcCancel::Caller { reason, .. } = m {
-                o = o.set("reason", reason.to_u8());
+        ("RPC_CANCEL", Dir::C2s) => message(RpcCancel::decode(p), |m, o| {
+            let o = o.set("kind", m.kind()).bytes("correlation_id", &m.id().0);
+            match m {
+                RpcCancel::Caller { reason, .. } => o.set("reason", reason.to_u8()),
+                RpcCancel::WorkerReleased { .. } => o,
             }
-            decoded(o.done(), &m)
         }),
-        ("RPC_LIFECYCLE", Dir::S2c) => RpcLifecycle::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("kind", m.kind()).bytes("correlation_id", &m.id().0);
-            let o = match m {
+        ("RPC_LIFECYCLE", Dir::S2c) => message(RpcLifecycle::decode(p), |m, o| {
+            let o = o.set("kind", m.kind()).bytes("correlation_id", &m.id().0);
+            match *m {
                 RpcLifecycle::Signal { reason, .. } => o.set("reason", reason.to_u8()),
                 RpcLifecycle::CancelResult { status, .. } => {
                     o.set("status", status.to_u8()).set("outcome", status_name(status))
                 }
-            };
-            decoded(o.done(), &m)
+            }
         }),
-        ("RPC_SUBSCRIBE_WORKER_RESPONSE", Dir::S2c) => {
-            decode_subscribe_worker_reply(p).map_err(e).and_then(|r| registration_reply(&r, ctx))
-        }
+        ("RPC_SUBSCRIBE_WORKER_RESPONSE", Dir::S2c) => reply(decode_subscribe_worker_reply(p), ctx, registration_ok),
         ("RPC_UNSUBSCRIBE_WORKER_RESPONSE", Dir::S2c) => {
-            decode_unsubscribe_worker_reply(p).map_err(e).and_then(|r| registration_reply(&r, ctx))
+            reply(decode_unsubscribe_worker_reply(p), ctx, registration_ok)
         }
         _ => return None,
     })

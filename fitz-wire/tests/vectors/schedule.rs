@@ -83,16 +83,7 @@ pub fn encode(name: &str, f: &Fields, _ctx: &Ctx<'_>) -> Option<R<Vec<u8>>> {
             _ => Err(String::new()),
         }
     };
-    if !name.starts_with("SCHEDULE_") || name.ends_with("_RESPONSE") || name == "SCHEDULE_NOTIFY" {
-        return None;
-    }
-    Some(run())
-}
-
-fn ack(p: &[u8], ctx: &Ctx<'_>) -> R<Decoded> {
-    let r = decode_ack_reply(p).map_err(|e| e.to_string())?;
-    check_envelope(ctx, &r)?;
-    decoded(reply_fields(&r, |_, o| o), &r)
+    is_request(name, "SCHEDULE_").then(run)
 }
 
 /// The entries of a list or batch as the vectors write them.
@@ -101,67 +92,49 @@ fn list_json<'a>(entries: impl IntoIterator<Item = Entry<'a>>) -> Value {
 }
 
 pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded>> {
-    let e = |e: fitz_wire::DecodeError| e.to_string();
     Some(match (name, dir) {
-        ("SCHEDULE_CREATE", Dir::C2s) => Create::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new()
-                .set("route", m.route)
+        ("SCHEDULE_CREATE", Dir::C2s) => message(Create::decode(p), |m, o| {
+            o.set("route", m.route)
                 .set("cron", m.cron)
                 .set("delivery_mode", delivery_mode_name(m.delivery_mode))
-                .bytes("payload", m.payload);
-            decoded(o.done(), &m)
+                .bytes("payload", m.payload)
         }),
-        ("SCHEDULE_CANCEL", Dir::C2s) => {
-            Cancel::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("route", m.route).done(), &m))
+        ("SCHEDULE_CANCEL", Dir::C2s) => message(Cancel::decode(p), |m, o| o.set("route", m.route)),
+        ("SCHEDULE_LIST", Dir::C2s) => {
+            message(List::decode(p), |m, o| o.opt_u64("offset", m.offset).opt_u64("limit", m.limit))
         }
-        ("SCHEDULE_LIST", Dir::C2s) => List::decode(p)
-            .map_err(e)
-            .and_then(|m| decoded(Out::new().opt_u64("offset", m.offset).opt_u64("limit", m.limit).done(), &m)),
-        ("SCHEDULE_SUBSCRIBE", Dir::C2s) => {
-            Subscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("pattern", m.pattern).done(), &m))
-        }
-        ("SCHEDULE_UNSUBSCRIBE", Dir::C2s) => {
-            Unsubscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("pattern", m.pattern).done(), &m))
-        }
-        ("SCHEDULE_CREATE_BATCH", Dir::C2s) => CreateBatch::decode(p).map_err(e).and_then(|m| {
+        ("SCHEDULE_SUBSCRIBE", Dir::C2s) => message(Subscribe::decode(p), |m, o| o.set("pattern", m.pattern)),
+        ("SCHEDULE_UNSUBSCRIBE", Dir::C2s) => message(Unsubscribe::decode(p), |m, o| o.set("pattern", m.pattern)),
+        ("SCHEDULE_CREATE_BATCH", Dir::C2s) => CreateBatch::decode(p).map_err(|e| e.to_string()).and_then(|m| {
             if usize::try_from(m.entries.len()).ok() != Some(m.entries.iter().count()) {
                 return Err("entry count disagrees with the iterator".into());
             }
             decoded(Out::new().set("entries", list_json(m.entries)).done(), &m)
         }),
-        ("SCHEDULE_LIST_V2", Dir::C2s) => ListV2::decode(p).map_err(e).and_then(|m| {
-            decoded(Out::new().opt_str("continuation", m.continuation).opt_u64("limit", m.limit).done(), &m)
+        ("SCHEDULE_LIST_V2", Dir::C2s) => {
+            message(ListV2::decode(p), |m, o| o.opt_str("continuation", m.continuation).opt_u64("limit", m.limit))
+        }
+        ("SCHEDULE_LIST_RESPONSE", Dir::S2c) => reply(decode_list_reply(p), ctx, |v, o| {
+            o.set("total_count", v.total_count).set("entries", list_json(v.entries))
         }),
-        ("SCHEDULE_LIST_RESPONSE", Dir::S2c) => decode_list_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            let fields =
-                reply_fields(&r, |v, o| o.set("total_count", v.total_count).set("entries", list_json(v.entries)));
-            decoded(fields, &r)
+        ("SCHEDULE_LIST_V2_RESPONSE", Dir::S2c) => reply(decode_list_v2_reply(p), ctx, |v, o| {
+            o.set("version", ListV2Ok::VERSION)
+                .set("has_more", v.has_more)
+                .opt_str("continuation", v.continuation)
+                .set("entries", list_json(v.entries))
         }),
-        ("SCHEDULE_LIST_V2_RESPONSE", Dir::S2c) => decode_list_v2_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            let fields = reply_fields(&r, |v, o| {
-                o.set("version", ListV2Ok::VERSION)
-                    .set("has_more", v.has_more)
-                    .opt_str("continuation", v.continuation)
-                    .set("entries", list_json(v.entries))
-            });
-            decoded(fields, &r)
-        }),
-        ("SCHEDULE_SUBSCRIBE_RESPONSE", Dir::S2c) => decode_subscribe_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.set("sub_id", v.sub_id)), &r)
-        }),
+        ("SCHEDULE_SUBSCRIBE_RESPONSE", Dir::S2c) => {
+            reply(decode_subscribe_reply(p), ctx, |v, o| o.set("sub_id", v.sub_id))
+        }
         (
             "SCHEDULE_CREATE_RESPONSE"
             | "SCHEDULE_CANCEL_RESPONSE"
             | "SCHEDULE_UNSUBSCRIBE_RESPONSE"
             | "SCHEDULE_CREATE_BATCH_RESPONSE",
             Dir::S2c,
-        ) => ack(p, ctx),
-        ("SCHEDULE_NOTIFY", Dir::S2c) => Notify::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("sub_id", m.sub_id).set("route", m.route).bytes("payload", m.payload);
-            decoded(o.done(), &m)
+        ) => ack(decode_ack_reply(p), ctx),
+        ("SCHEDULE_NOTIFY", Dir::S2c) => message(Notify::decode(p), |m, o| {
+            o.set("sub_id", m.sub_id).set("route", m.route).bytes("payload", m.payload)
         }),
         _ => return None,
     })

@@ -151,10 +151,7 @@ pub fn encode(name: &str, f: &Fields, _ctx: &Ctx<'_>) -> Option<R<Vec<u8>>> {
             _ => Err(format!("no stream encoder for {name}")),
         }
     };
-    if !name.starts_with("STREAM_") || name.ends_with("_RESPONSE") || name == "STREAM_NOTIFY" {
-        return None;
-    }
-    Some(run())
+    is_request(name, "STREAM_").then(run)
 }
 
 /// A record as the peers show it: `offset` / `timestamp` names.
@@ -225,35 +222,23 @@ fn summary_json(s: &NotifySummary<'_>) -> Value {
     })
 }
 
-fn ack(p: &[u8], ctx: &Ctx<'_>) -> R<Decoded> {
-    let r = decode_ack_reply(p).map_err(|e| e.to_string())?;
-    check_envelope(ctx, &r)?;
-    decoded(reply_fields(&r, |_, o| o), &r)
-}
-
 pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded>> {
-    let e = |e: fitz_wire::DecodeError| e.to_string();
     Some(match (name, dir) {
-        ("STREAM_BEGIN", Dir::C2s) => Begin::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new().set("route", m.route).opt_bytes("ingest_metadata", m.ingest_metadata);
-            decoded(o.done(), &m)
-        }),
-        ("STREAM_APPEND", Dir::C2s) => Append::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new()
-                .set("session_id", m.session_id)
+        ("STREAM_BEGIN", Dir::C2s) => {
+            message(Begin::decode(p), |m, o| o.set("route", m.route).opt_bytes("ingest_metadata", m.ingest_metadata))
+        }
+        ("STREAM_APPEND", Dir::C2s) => message(Append::decode(p), |m, o| {
+            o.set("session_id", m.session_id)
                 .set("expected_offset", m.expected_offset)
                 .bytes("body", m.body)
                 .opt_bytes("metadata", m.metadata)
-                .opt_str("discriminator", m.discriminator);
-            decoded(o.done(), &m)
+                .opt_str("discriminator", m.discriminator)
         }),
-        ("STREAM_COMMIT", Dir::C2s) => Commit::decode(p).map_err(e).and_then(|m| {
-            decoded(Out::new().set("session_id", m.session_id).set("mode", commit_mode_name(m.mode)).done(), &m)
-        }),
-        ("STREAM_ROLLBACK", Dir::C2s) => {
-            Rollback::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("session_id", m.session_id).done(), &m))
+        ("STREAM_COMMIT", Dir::C2s) => {
+            message(Commit::decode(p), |m, o| o.set("session_id", m.session_id).set("mode", commit_mode_name(m.mode)))
         }
-        ("STREAM_READ", Dir::C2s) => Read::decode(p).map_err(e).and_then(|m| {
+        ("STREAM_ROLLBACK", Dir::C2s) => message(Rollback::decode(p), |m, o| o.set("session_id", m.session_id)),
+        ("STREAM_READ", Dir::C2s) => Read::decode(p).map_err(|e| e.to_string()).and_then(|m| {
             let cont = m.continuation.unwrap_or_default();
             let o = Out::new()
                 .alias(SELECTOR, m.selector)
@@ -265,84 +250,57 @@ pub fn decode(name: &str, dir: Dir, p: &[u8], ctx: &Ctx<'_>) -> Option<R<Decoded
                 .opt_u64("captured_watermark", cont.captured_watermark);
             decoded(o.done(), &m)
         }),
-        ("STREAM_LAST", Dir::C2s) => {
-            Last::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("route", m.route).done(), &m))
+        ("STREAM_LAST", Dir::C2s) => message(Last::decode(p), |m, o| o.set("route", m.route)),
+        ("STREAM_GET_METADATA", Dir::C2s) => message(GetMetadata::decode(p), |m, o| o.set("route", m.route)),
+        ("STREAM_SUBSCRIBE", Dir::C2s) => message(Subscribe::decode(p), |m, o| o.alias(SELECTOR, m.selector)),
+        ("STREAM_UNSUBSCRIBE", Dir::C2s) => message(Unsubscribe::decode(p), |m, o| o.alias(SELECTOR, m.selector)),
+        ("STREAM_BEGIN_RESPONSE", Dir::S2c) => {
+            reply(decode_begin_reply(p), ctx, |v, o| o.set("session_id", v.session_id).bytes("data", v.data))
         }
-        ("STREAM_GET_METADATA", Dir::C2s) => {
-            GetMetadata::decode(p).map_err(e).and_then(|m| decoded(Out::new().set("route", m.route).done(), &m))
+        ("STREAM_APPEND_RESPONSE", Dir::S2c) => {
+            reply(decode_append_reply(p), ctx, |v, o| o.opt_u64("offset", v.offset()).opt_bytes("data", v.data))
         }
-        ("STREAM_SUBSCRIBE", Dir::C2s) => {
-            Subscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().alias(SELECTOR, m.selector).done(), &m))
-        }
-        ("STREAM_UNSUBSCRIBE", Dir::C2s) => {
-            Unsubscribe::decode(p).map_err(e).and_then(|m| decoded(Out::new().alias(SELECTOR, m.selector).done(), &m))
-        }
-        ("STREAM_BEGIN_RESPONSE", Dir::S2c) => decode_begin_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.set("session_id", v.session_id).bytes("data", v.data)), &r)
-        }),
-        ("STREAM_APPEND_RESPONSE", Dir::S2c) => decode_append_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.opt_u64("offset", v.offset()).opt_bytes("data", v.data)), &r)
-        }),
-        ("STREAM_COMMIT_RESPONSE", Dir::S2c) => decode_commit_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.bytes("data", v.data)), &r)
-        }),
+        ("STREAM_COMMIT_RESPONSE", Dir::S2c) => reply(decode_commit_reply(p), ctx, |v, o| o.bytes("data", v.data)),
         ("STREAM_READ_RESPONSE", Dir::S2c) => layout(ctx).and_then(|l| {
-            let r = decode_read_reply(p, l).map_err(e)?;
-            check_envelope(ctx, &r)?;
-            let fields = reply_fields(&r, |v, o| {
+            reply(decode_read_reply(p, l), ctx, |v, o| {
                 let items: Vec<Value> = v.items().map(item_json).collect();
                 o.set("items", items).set("cursor", cursor_json(v.cursor()))
-            });
-            decoded(fields, &r)
+            })
         }),
-        ("STREAM_LAST_RESPONSE", Dir::S2c) => decode_last_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            decoded(reply_fields(&r, |v, o| o.set("record", v.record.as_ref().map_or(Value::Null, record_json))), &r)
+        ("STREAM_LAST_RESPONSE", Dir::S2c) => {
+            reply(decode_last_reply(p), ctx, |v, o| o.set("record", v.record.as_ref().map_or(Value::Null, record_json)))
+        }
+        // The peers' API view (WIRE.md C63): absent first/last offsets
+        // and a missing block read as 0 for the offsets and the count.
+        ("STREAM_GET_METADATA_RESPONSE", Dir::S2c) => reply(decode_metadata_reply(p), ctx, |v, o| match &v.metadata {
+            Some(m) => o
+                .set("first_offset", m.first_offset.unwrap_or(0))
+                .set("last_offset", m.last_offset.unwrap_or(0))
+                .set("record_count", m.record_count)
+                .set("max_batch_events", m.max_batch_events)
+                .set("max_batch_bytes", m.max_batch_bytes)
+                .opt_u64("ttl_seconds", m.ttl_seconds)
+                .set("area_watermark", m.area_watermark)
+                .set("realm_watermark", m.realm_watermark),
+            None => o
+                .set("first_offset", 0)
+                .set("last_offset", 0)
+                .set("record_count", 0)
+                .set("max_batch_events", Value::Null)
+                .set("max_batch_bytes", Value::Null)
+                .set("ttl_seconds", Value::Null)
+                .set("area_watermark", Value::Null)
+                .set("realm_watermark", Value::Null),
         }),
-        ("STREAM_GET_METADATA_RESPONSE", Dir::S2c) => decode_metadata_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            // The peers' API view (WIRE.md C63): absent first/last offsets
-            // and a missing block read as 0 for the offsets and the count.
-            let fields = reply_fields(&r, |v, o| match &v.metadata {
-                Some(m) => o
-                    .set("first_offset", m.first_offset.unwrap_or(0))
-                    .set("last_offset", m.last_offset.unwrap_or(0))
-                    .set("record_count", m.record_count)
-                    .set("max_batch_events", m.max_batch_events)
-                    .set("max_batch_bytes", m.max_batch_bytes)
-                    .opt_u64("ttl_seconds", m.ttl_seconds)
-                    .set("area_watermark", m.area_watermark)
-                    .set("realm_watermark", m.realm_watermark),
-                None => o
-                    .set("first_offset", 0)
-                    .set("last_offset", 0)
-                    .set("record_count", 0)
-                    .set("max_batch_events", Value::Null)
-                    .set("max_batch_bytes", Value::Null)
-                    .set("ttl_seconds", Value::Null)
-                    .set("area_watermark", Value::Null)
-                    .set("realm_watermark", Value::Null),
-            });
-            decoded(fields, &r)
+        ("STREAM_SUBSCRIBE_RESPONSE", Dir::S2c) => reply(decode_subscribe_reply(p), ctx, |v, o| {
+            o.set("sub_id", v.sub_id).set("data", if v.empty_data { Value::from("") } else { Value::Null })
         }),
-        ("STREAM_SUBSCRIBE_RESPONSE", Dir::S2c) => decode_subscribe_reply(p).map_err(e).and_then(|r| {
-            check_envelope(ctx, &r)?;
-            let fields = reply_fields(&r, |v, o| {
-                o.set("sub_id", v.sub_id).set("data", if v.empty_data { Value::from("") } else { Value::Null })
-            });
-            decoded(fields, &r)
-        }),
-        ("STREAM_ROLLBACK_RESPONSE" | "STREAM_UNSUBSCRIBE_RESPONSE", Dir::S2c) => ack(p, ctx),
-        ("STREAM_NOTIFY", Dir::S2c) => Notify::decode(p).map_err(e).and_then(|m| {
-            let o = Out::new()
-                .set("sub_id", m.sub_id)
+        ("STREAM_ROLLBACK_RESPONSE" | "STREAM_UNSUBSCRIBE_RESPONSE", Dir::S2c) => ack(decode_ack_reply(p), ctx),
+        ("STREAM_NOTIFY", Dir::S2c) => message(Notify::decode(p), |m, o| {
+            o.set("sub_id", m.sub_id)
                 .set("route", m.route)
                 .alias(&["body", "payload"], to_hex(m.payload))
-                .set("decoded", summary_json(&m.summary()));
-            decoded(o.done(), &m)
+                .set("decoded", summary_json(&m.summary()))
         }),
         _ => return None,
     })

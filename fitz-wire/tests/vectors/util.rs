@@ -83,6 +83,12 @@ pub fn get_bool(f: &Fields, names: &[&str]) -> R<bool> {
     field(f, names)?.as_bool().ok_or_else(|| format!("{} is not a bool", names[0]))
 }
 
+/// True for the name of a message a client of the domain `prefix` (e.g.
+/// `"KV_"`) sends: neither a reply (`*_RESPONSE`) nor the domain's NOTIFY.
+pub fn is_request(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|op| op != "NOTIFY") && !name.ends_with("_RESPONSE")
+}
+
 /// Encodes a request into record bytes (header + payload).
 pub fn record<E: fitz_wire::Encode>(msg: &E) -> R<Vec<u8>> {
     let mut buf = vec![0u8; fitz_wire::record::encoded_len(msg)];
@@ -160,6 +166,32 @@ pub struct Decoded {
 
 pub fn decoded<'a, P: fitz_wire::Payload<'a>>(fields: Fields, msg: &P) -> R<Decoded> {
     Ok(Decoded { fields, reencoded: payload(msg) })
+}
+
+/// A decoded message: the fields `fields` lists from it, and its re-encoding.
+pub fn message<'a, P: fitz_wire::Payload<'a>>(
+    result: Result<P, fitz_wire::DecodeError>,
+    fields: impl FnOnce(&P, Out) -> Out,
+) -> R<Decoded> {
+    let m = result.map_err(|e| e.to_string())?;
+    decoded(fields(&m, Out::new()).done(), &m)
+}
+
+/// A decoded reply: the `envelope` context is checked, then the fields are
+/// `status` plus what `ok` lists from the success fields, or the error.
+pub fn reply<'a, T: fitz_wire::Payload<'a>>(
+    result: Result<fitz_wire::Reply<'a, T>, fitz_wire::DecodeError>,
+    ctx: &Ctx<'_>,
+    ok: impl FnOnce(&T, Out) -> Out,
+) -> R<Decoded> {
+    let r = result.map_err(|e| e.to_string())?;
+    check_envelope(ctx, &r)?;
+    decoded(reply_fields(&r, ok), &r)
+}
+
+/// A decoded reply with no success fields.
+pub fn ack(result: Result<fitz_wire::Reply<'_, ()>, fitz_wire::DecodeError>, ctx: &Ctx<'_>) -> R<Decoded> {
+    reply(result, ctx, |_, o| o)
 }
 
 /// Checks the `envelope` context against the shape that was decoded.

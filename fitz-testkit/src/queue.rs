@@ -1,0 +1,13 @@
+//! Placeholder until this domain lands.
+
+use crate::core::{Close, Core, Handled, Request};
+use crate::world::Domain;
+
+#[derive(Debug, Default)]
+pub(crate) struct Queue;
+
+impl Domain for Queue {
+    fn handle(&mut self, _core: &mut Core, _req: &Request<'_>) -> Handled {
+        Err(Close("not implemented yet"))
+    }
+}
