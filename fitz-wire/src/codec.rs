@@ -15,6 +15,7 @@ use crate::error::{DecodeError, EncodeError};
 /// Reads borrow from the underlying buffer: `&str` and `&[u8]` fields are
 /// views, never copies.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Reader<'a> {
     buf: &'a [u8],
 }
@@ -215,6 +216,7 @@ pub trait Sink {
 /// [`SliceWriter::overflowed`] reports it (encoders size the buffer first,
 /// so this is a second line of defence, not the normal path).
 #[derive(Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SliceWriter<'a> {
     buf: &'a mut [u8],
     pos: usize,
@@ -946,6 +948,13 @@ impl<'a, T: Element<'a>> Iterator for ListIter<'a, T> {
     }
 }
 
+#[cfg(feature = "defmt")]
+impl<'a, T: Element<'a>> defmt::Format for ListIter<'a, T> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "ListIter {{ left: {=u32} }}", self.left);
+    }
+}
+
 impl<'a, T: Element<'a>> Clone for ListIter<'a, T> {
     fn clone(&self) -> Self {
         Self { left: self.left, r: self.r.clone(), layout: self.layout, _t: PhantomData }
@@ -969,6 +978,13 @@ pub struct ListWriter<'b, T: Element<'b>, L = <T as Element<'b>>::Layout> {
     count: u32,
     layout: L,
     _t: PhantomData<fn() -> T>,
+}
+
+#[cfg(feature = "defmt")]
+impl<'b, T: Element<'b>> defmt::Format for ListWriter<'b, T> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "ListWriter {{ count: {=u32}, written: {=usize} }}", self.count, self.pos);
+    }
 }
 
 impl<'b, T: Element<'b>> ListWriter<'b, T> {

@@ -177,6 +177,7 @@ pub struct Labelled<'a> {
 /// record after it and checks the label rules of WIRE.md §B3. Stops after
 /// the first error, which is fatal for the connection.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct LabelledRecords<'a> {
     records: Records<'a>,
     label_type: MsgType,

@@ -94,3 +94,8 @@ impl TryFrom<u32> for MsgType {
         u16::try_from(v).map(MsgType).map_err(|_| EncodeError::InvalidValue("message type above 65535"))
     }
 }
+
+/// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -156,6 +156,7 @@ impl Encode for Record<'_> {
 /// Iterator over the records of one transport frame, back to back
 /// (WIRE.md §3.3). Stops after the first error.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Records<'a> {
     rest: &'a [u8],
 }

@@ -290,6 +290,7 @@ impl<'a> IntoIterator for Entries<'a> {
 
 /// Iterator over an [`Entries`] list.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct EntriesIter<'a> {
     r: Reader<'a>,
     done: bool,
@@ -517,6 +518,13 @@ impl<'a> IntoIterator for BatchEntries<'a> {
 /// Iterator over [`BatchEntries`].
 #[derive(Debug, Clone)]
 pub struct BatchIter<'a>(BatchIterRepr<'a>);
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for BatchIter<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "BatchIter");
+    }
+}
 
 #[derive(Debug, Clone)]
 enum BatchIterRepr<'a> {
