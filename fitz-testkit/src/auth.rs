@@ -17,7 +17,7 @@ pub(crate) enum Access {
 
 /// One `scheme://pattern#access` grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Grant {
+pub(crate) struct Grant {
     pattern: String,
     read: bool,
     write: bool,

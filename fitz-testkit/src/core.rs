@@ -31,8 +31,6 @@ pub(crate) enum Out {
 pub(crate) struct SessionInfo {
     pub(crate) tx: mpsc::Sender<Out>,
     pub(crate) principal: Principal,
-    pub(crate) dialect: Dialect,
-    pub(crate) caps: Capabilities,
     /// Display name from SESSION_METADATA.
     pub(crate) name: Option<String>,
 }

@@ -21,6 +21,9 @@
 //! follows [`ClockMode`]: real time by default, or scaled or manual for
 //! tests that must not sleep.
 
+// A std crate: the workspace's no_std-oriented lints do not apply here.
+#![allow(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
+
 mod auth;
 mod clock;
 mod config;

@@ -64,7 +64,7 @@ impl Connection {
             // The channel is empty and has room: this cannot fail.
             let _ = tx.try_send(Out::Frame(buf));
         }
-        let info = SessionInfo { tx, principal, dialect: cfg.dialect, caps, name: None };
+        let info = SessionInfo { tx, principal, name: None };
         let id = self.shared.world().core.add_session(info);
         self.session = Some((id, cfg.dialect, caps, family));
         self.rx = Some(rx);
@@ -236,6 +236,8 @@ pub(crate) async fn serve_ws(listener: TcpListener, shared: Arc<Shared>, mut sto
 async fn ws_session(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let path = shared.cfg.ws_path.clone();
+    // The error type is tungstenite's; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
     let check_path = move |req: &HttpRequest, resp: Response| -> Result<Response, ErrorResponse> {
         if req.uri().path() == path {
             Ok(resp)

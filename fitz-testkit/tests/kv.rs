@@ -1,5 +1,5 @@
 //! KV against the in-memory broker through raw frames (BROKER.md §4, §14).
-#![allow(missing_docs, clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::indexing_slicing, clippy::panic, clippy::std_instead_of_core)]
 
 mod support;
 

@@ -1,6 +1,6 @@
 //! A raw-frame client for testkit tests: speaks bytes through fitz-wire so
 //! tests can send exactly what a peer would, malformed frames included.
-#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::panic)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used, clippy::panic, clippy::std_instead_of_core)]
 
 use std::net::SocketAddr;
 use std::num::NonZeroU64;
@@ -163,13 +163,13 @@ impl Raw {
                         buf.drain(..consumed);
                         break f;
                     }
-                    TcpFrame::Incomplete { .. } => {
-                        let mut chunk = [0u8; 65536];
-                        let n = s.read(&mut chunk).await.ok()?;
-                        if n == 0 {
+                    TcpFrame::Incomplete { needed } => {
+                        // Read into the heap buffer: a stack array here would
+                        // make every test future tens of kilobytes large.
+                        buf.reserve(needed.max(4096));
+                        if s.read_buf(buf).await.ok()? == 0 {
                             return None;
                         }
-                        buf.extend_from_slice(&chunk[..n]);
                     }
                 }
             },
