@@ -251,17 +251,16 @@ pub fn encode_frame<E: Encode + ?Sized>(
     msg: &E,
     buf: &mut [u8],
 ) -> Result<usize, EncodeError> {
-    let needed = frame_len(transport, label.is_some(), msg);
-    record::header_for(msg)?;
-    if needed > buf.len() {
-        return Err(EncodeError::BufferTooSmall { needed, available: buf.len() });
+    let plan = Plan::new(transport, label, msg)?;
+    if plan.total > buf.len() {
+        return Err(EncodeError::BufferTooSmall { needed: plan.total, available: buf.len() });
     }
     let mut w = SliceWriter::new(buf);
-    write_frame_parts(transport, label, msg, needed, &mut w)?;
-    if w.overflowed() || w.position() != needed {
-        return Err(EncodeError::BufferTooSmall { needed, available: w.position() });
+    plan.write(label, msg, &mut w);
+    if w.overflowed() || w.position() != plan.total {
+        return Err(EncodeError::BufferTooSmall { needed: plan.total, available: w.position() });
     }
-    Ok(needed)
+    Ok(plan.total)
 }
 
 /// Like [`encode_frame`] into any [`Sink`] (e.g. `bytes::BytesMut`).
@@ -271,28 +270,51 @@ pub fn write_frame<E: Encode + ?Sized, S: Sink + ?Sized>(
     msg: &E,
     out: &mut S,
 ) -> Result<usize, EncodeError> {
-    let needed = frame_len(transport, label.is_some(), msg);
-    record::header_for(msg)?;
-    write_frame_parts(transport, label, msg, needed, out)?;
-    Ok(needed)
+    let plan = Plan::new(transport, label, msg)?;
+    plan.write(label, msg, out);
+    Ok(plan.total)
 }
 
-fn write_frame_parts<E: Encode + ?Sized, S: Sink + ?Sized>(
-    transport: Transport,
-    label: Option<(MsgType, NonZeroU64)>,
-    msg: &E,
+/// Everything checked and sized before the first byte is written, so the
+/// payload length is computed once.
+struct Plan {
+    prefix: Option<U32>,
+    header: record::RecordHeader,
     total: usize,
-    out: &mut S,
-) -> Result<(), EncodeError> {
-    if transport == Transport::Tcp {
-        let len = u32::try_from(total - TCP_PREFIX).map_err(|_| EncodeError::FrameTooLarge { len: total })?;
-        out.put(U32::new(len).as_bytes());
+}
+
+impl Plan {
+    fn new<E: Encode + ?Sized>(
+        transport: Transport,
+        label: Option<(MsgType, NonZeroU64)>,
+        msg: &E,
+    ) -> Result<Self, EncodeError> {
+        let header = record::header_for(msg)?;
+        let body = if label.is_some() { LABEL_RECORD_LEN } else { 0 }
+            + header.encoded_len()
+            + usize::from(header.payload_len);
+        let (prefix, total) = match transport {
+            Transport::Tcp => {
+                let len = u32::try_from(body).map_err(|_| EncodeError::FrameTooLarge { len: body })?;
+                (Some(U32::new(len)), TCP_PREFIX + body)
+            }
+            Transport::WebSocket => (None, body),
+        };
+        Ok(Plan { prefix, header, total })
     }
-    if let Some((ty, value)) = label {
-        record::write(&crate::control::Label { msg_type: ty, value }, out)?;
+
+    fn write<E: Encode + ?Sized, S: Sink + ?Sized>(&self, label: Option<(MsgType, NonZeroU64)>, msg: &E, out: &mut S) {
+        if let Some(p) = &self.prefix {
+            out.put(p.as_bytes());
+        }
+        if let Some((msg_type, value)) = label {
+            let l = crate::control::Label { msg_type, value };
+            record::RecordHeader { msg_type, payload_len: 8 }.write(out);
+            l.write_payload(out);
+        }
+        self.header.write(out);
+        msg.write_payload(out);
     }
-    record::write(msg, out)?;
-    Ok(())
 }
 
 /// Writes `msg` as one unlabelled TCP frame into `buf`.
