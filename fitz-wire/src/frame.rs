@@ -290,9 +290,8 @@ impl Plan {
         msg: &E,
     ) -> Result<Self, EncodeError> {
         let header = record::header_for(msg)?;
-        let body = if label.is_some() { LABEL_RECORD_LEN } else { 0 }
-            + header.encoded_len()
-            + usize::from(header.payload_len);
+        let body =
+            if label.is_some() { LABEL_RECORD_LEN } else { 0 } + header.encoded_len() + usize::from(header.payload_len);
         let (prefix, total) = match transport {
             Transport::Tcp => {
                 let len = u32::try_from(body).map_err(|_| EncodeError::FrameTooLarge { len: body })?;
