@@ -1,4 +1,4 @@
-//! no_std / no-alloc proof for fitz-wire (see Cargo.toml).
+//! no_std / no-alloc proof for fitz-wire and fitz-client (see Cargo.toml).
 #![no_std]
 #![no_main]
 
@@ -18,6 +18,14 @@ pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     let mut buf = [0u8; 64];
     let n = fitz_wire::frame::encode_tcp(black_box(&put), &mut buf).unwrap_or(0);
     fitz_wire::kv::decode_all(black_box(&buf[..n]));
+    let mut session = fitz_client::Session::<8>::new(fitz_client::Config::default());
+    let mut out = [0u8; 64];
+    let _ = black_box(session.connected(0, b"", &mut out, &mut |e| {
+        black_box(e);
+    }));
+    let _ = black_box(session.handle_frame(1, black_box(&buf[4..n]), &mut |e| {
+        black_box(e);
+    }));
     0
 }
 
