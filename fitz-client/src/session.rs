@@ -236,6 +236,8 @@ pub struct Session<const N: usize> {
 impl<const N: usize> Session<N> {
     /// A disconnected session.
     pub const fn new(cfg: Config) -> Self {
+        // Slot indices travel as u16 in RequestId and in 20 label bits.
+        const { assert!(N > 0 && N <= u16::MAX as usize, "Session<N>: N must be 1..=65535") };
         Self {
             cfg,
             state: State::Disconnected,
