@@ -56,7 +56,6 @@ proptest! {
             }
             let _ = s.handle_timeout(now, &mut ev);
         }
-        drop(ev);
         // Every reply delivered belongs to a request of the same type.
         for (id, ty) in &replies {
             prop_assert!(sent.contains(&(*id, *ty)), "reply {ty:?} delivered to {id:?}");
