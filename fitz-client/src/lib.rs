@@ -1,33 +1,41 @@
 //! # fitz-client
 //!
 //! The protocol engine of the Fitz client: `#![no_std]`, no allocation, no
-//! I/O, no clock. A [`Session`] is fed the frames the transport received and
-//! the current time, and it answers with frames to send, [`Event`]s and the
-//! next deadline ([`Session::poll_timeout`]). Bindings (tokio, embassy) move
-//! bytes and keep time; every protocol rule lives here:
+//! I/O, no clock. Bindings (tokio, embassy) move bytes, keep time and spawn
+//! tasks; every protocol rule lives here, in three layers:
 //!
-//! - the connection lifecycle (CONNECT first, the authentication settle
-//!   window, authentication failures that must not be retried with the same
-//!   token);
-//! - dialect detection: a SERVER_HELLO inside the settle window selects the
-//!   current dialect and its capabilities, its absence the legacy dialect;
-//!   either can be forced;
-//! - request correlation: with `CAP_CORRELATION`, a fixed table of `N` slots
-//!   whose labels encode slot index and generation (O(1) lookup, no
-//!   hashing); without it, at most one outstanding request per message type.
-//!   Cancelled and timed-out requests leave tombstones until their reply
-//!   arrives or the connection ends; a queued Lease ACQUIRE keeps its slot
-//!   until its deferred second frame.
+//! - [`Session`]: the sans-IO connection state machine. It is fed frames
+//!   and the current time and answers with frames, [`Event`]s and the next
+//!   deadline: the lifecycle (CONNECT first, the authentication settle
+//!   window, authentication failures never retried with the same token),
+//!   dialect detection (SERVER_HELLO inside the window selects the current
+//!   dialect and its capabilities), and request correlation (a fixed table
+//!   of `N` slots whose labels encode slot and generation; one outstanding
+//!   request per type without `CAP_CORRELATION`; tombstones for cancelled
+//!   requests; the deferred Lease ACQUIRE grant).
+//! - [`Engine`]: the session plus fixed tables that connect it to tasks:
+//!   reply slots with wakers, `S` wire registrations kept in encoded form
+//!   (restored after every reconnect before the state reports
+//!   `Authenticated`), `S` local subscribers with bounded queues of `Q`
+//!   deliveries (a full queue ends only that subscriber with
+//!   [`Error::Backpressure`]), RPC calls matched by their UUID.
+//! - [`Client`] and [`driver::run`]: the async API and the connection loop,
+//!   generic over the binding's lock ([`Shared`]), transport
+//!   ([`driver::Connector`]), clock and token provider.
 //!
-//! Memory is the `Session` value itself: `N` slots of a few bytes each,
-//! fixed at compile time.
-//!
-//! This crate is the first step of the client (issue 4): subscriptions, the
-//! RPC tables, the domain APIs and the async client are built on this
-//! session next.
+//! Memory is the `Engine` value and the caller's buffers, fixed at compile
+//! time.
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod client;
+pub mod driver;
+mod engine;
+mod error;
+pub mod ops;
 mod session;
 
+pub use client::{BufOf, Client, Pending, Shared, Subscription};
+pub use engine::{Buf, Core, Engine, Item, SUBSCRIBE_MAX, SubId};
+pub use error::{Capacity, Error, FAULT_MESSAGE_MAX, Fault};
 pub use session::{Config, DialectMode, Event, FailReason, ProtocolError, RequestError, RequestId, Session, State};

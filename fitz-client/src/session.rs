@@ -196,6 +196,11 @@ struct Slot {
     tombstone: bool,
     /// A Lease ACQUIRE answered Queued: its second frame is still due.
     deferred: bool,
+    /// Keep the slot after the reply until [`Session::cancel`] releases it
+    /// (the binding stores the reply in a table indexed by slot).
+    hold: bool,
+    /// Held and answered: waiting for [`Session::cancel`].
+    done: bool,
     /// 0 = none.
     deadline: u64,
     generation: u32,
@@ -207,6 +212,8 @@ const FREE: Slot = Slot {
     labelled: false,
     tombstone: false,
     deferred: false,
+    hold: false,
+    done: false,
     deadline: 0,
     generation: 0,
 };
@@ -325,7 +332,7 @@ impl<const N: usize> Session<N> {
     /// The next instant [`Session::handle_timeout`] must run, if any.
     pub fn poll_timeout(&self) -> Option<u64> {
         let auth = (self.state == State::Authenticating).then_some(self.auth_deadline);
-        let slots = self.slots.iter().filter(|s| s.busy && !s.tombstone && s.deadline != 0).map(|s| s.deadline).min();
+        let slots = self.slots.iter().filter(|s| s.waits_deadline()).map(|s| s.deadline).min();
         match (auth, slots) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -346,7 +353,7 @@ impl<const N: usize> Session<N> {
         }
         let epoch = self.epoch;
         for (i, s) in self.slots.iter_mut().enumerate() {
-            if s.busy && !s.tombstone && s.deadline != 0 && now >= s.deadline {
+            if s.waits_deadline() && now >= s.deadline {
                 s.tombstone = true;
                 let id = RequestId { slot: i as u16, generation: s.generation, epoch };
                 ev(Event::Failed { id, reason: FailReason::TimedOut });
@@ -365,11 +372,25 @@ impl<const N: usize> Session<N> {
     /// Starts a request: takes a slot, writes the frame (labelled when the
     /// session correlates) into `out` and returns the request and the frame
     /// length. `timeout_ms` 0 = no deadline (the caller's own timer).
-    pub fn request<E: Encode>(
+    pub fn request<E: Encode + ?Sized>(
         &mut self,
         now: u64,
         msg: &E,
         timeout_ms: u64,
+        out: &mut [u8],
+    ) -> Result<(RequestId, usize), RequestError> {
+        self.request_with(now, msg, timeout_ms, false, out)
+    }
+
+    /// [`Session::request`], and with `hold` the slot stays taken after its
+    /// reply until [`Session::cancel`] releases it, so a binding can keep
+    /// the reply in a table indexed by slot until its consumer collects it.
+    pub fn request_with<E: Encode + ?Sized>(
+        &mut self,
+        now: u64,
+        msg: &E,
+        timeout_ms: u64,
+        hold: bool,
         out: &mut [u8],
     ) -> Result<(RequestId, usize), RequestError> {
         if self.state != State::Authenticated {
@@ -377,7 +398,7 @@ impl<const N: usize> Session<N> {
         }
         let msg_type = msg.msg_type();
         let labelled = self.labels(msg_type);
-        if !labelled && self.slots.iter().any(|s| s.busy && !s.labelled && s.msg_type == msg_type) {
+        if !labelled && self.slots.iter().any(|s| s.busy && !s.done && !s.labelled && s.msg_type == msg_type) {
             return Err(RequestError::Busy);
         }
         let slot = self.slots.iter().position(|s| !s.busy).ok_or(RequestError::Capacity)?;
@@ -392,6 +413,8 @@ impl<const N: usize> Session<N> {
                 labelled,
                 tombstone: false,
                 deferred: false,
+                hold,
+                done: false,
                 deadline: if timeout_ms == 0 { 0 } else { now.saturating_add(timeout_ms) },
                 generation,
             };
@@ -401,7 +424,7 @@ impl<const N: usize> Session<N> {
 
     /// Writes a message that has no reply (Notice PUBLISH, RPC REQUEST and
     /// RESPONSE, RPC_CANCEL, SESSION_METADATA): never labelled.
-    pub fn send<E: Encode>(&self, msg: &E, out: &mut [u8]) -> Result<usize, RequestError> {
+    pub fn send<E: Encode + ?Sized>(&self, msg: &E, out: &mut [u8]) -> Result<usize, RequestError> {
         if self.state != State::Authenticated {
             return Err(RequestError::NotReady);
         }
@@ -410,17 +433,18 @@ impl<const N: usize> Session<N> {
 
     /// Gives up waiting for `id`: its slot becomes a tombstone that swallows
     /// the reply when it comes (it is never delivered to a later request).
+    /// A held slot that was already answered is released.
     pub fn cancel(&mut self, id: RequestId) {
-        if let Some(s) = self.slot_mut(id) {
+        let epoch = self.epoch;
+        let Some(s) = self.slots.get_mut(id.slot()).filter(|s| s.busy && s.generation == id.generation) else {
+            return;
+        };
+        if s.done {
+            // Answered slots outlive their connection (the reply is kept).
+            *s = Slot { generation: s.generation, ..FREE };
+        } else if id.epoch == epoch {
             s.tombstone = true;
         }
-    }
-
-    fn slot_mut(&mut self, id: RequestId) -> Option<&mut Slot> {
-        if id.epoch != self.epoch {
-            return None;
-        }
-        self.slots.get_mut(id.slot()).filter(|s| s.busy && s.generation == id.generation)
     }
 
     /// Number of slots in use (pending requests and tombstones).
@@ -495,11 +519,11 @@ impl<const N: usize> Session<N> {
         let generation = ((v >> SLOT_BITS) & GEN_MASK) as u32;
         let epoch = (v >> (SLOT_BITS + GEN_BITS)) as u32;
         let s = self.slots.get(slot)?;
-        (epoch == self.epoch && s.busy && s.labelled && s.generation == generation).then_some(slot)
+        (epoch == self.epoch && s.busy && !s.done && s.labelled && s.generation == generation).then_some(slot)
     }
 
     fn unlabelled_slot(&self, ty: MsgType) -> Option<usize> {
-        self.slots.iter().position(|s| s.busy && !s.labelled && s.msg_type == ty)
+        self.slots.iter().position(|s| s.busy && !s.done && !s.labelled && s.msg_type == ty)
     }
 
     fn complete(
@@ -525,6 +549,9 @@ impl<const N: usize> Session<N> {
         let deliver = !s.tombstone;
         if queued {
             s.deferred = true;
+        } else if deliver && s.hold {
+            s.done = true;
+            s.deferred = false;
         } else {
             *s = Slot { generation: s.generation, ..FREE };
         }
@@ -544,7 +571,7 @@ impl<const N: usize> Session<N> {
         let auth_failure = self.state == State::Authenticating || (self.state == State::Authenticated && !self.heard);
         let epoch = self.epoch;
         for (i, s) in self.slots.iter_mut().enumerate() {
-            if s.busy {
+            if s.busy && !s.done {
                 let id = RequestId { slot: i as u16, generation: s.generation, epoch };
                 let deliver = !s.tombstone;
                 *s = Slot { generation: s.generation, ..FREE };
@@ -573,6 +600,13 @@ impl<const N: usize> Session<N> {
         if self.state != State::Closed {
             self.set_state(State::Disconnected, ev);
         }
+    }
+}
+
+impl Slot {
+    /// Pending with a deadline that still matters.
+    fn waits_deadline(&self) -> bool {
+        self.busy && !self.done && !self.tombstone && self.deadline != 0
     }
 }
 

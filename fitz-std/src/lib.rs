@@ -1,0 +1,349 @@
+//! # fitz-std
+//!
+//! The tokio client for the Fitz broker. The protocol engine is
+//! [`fitz_client`] (no_std, fixed tables); this crate only moves bytes
+//! (TCP, WebSocket, wss), keeps time and runs the connection task.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = fitz_std::Client::builder("tcp://127.0.0.1:4191").anonymous().connect().await?;
+//! client.notice().publish("notice://acme/app/greeting", b"hello").await?;
+//! client.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Client`] is cheap to clone and `Send + Sync`; clones share one
+//! connection. Replies and deliveries are [`bytes::Bytes`] slices of the
+//! receive buffer: nothing is copied. Memory is bounded: the engine's
+//! tables are fixed ([`REQUEST_SLOTS`], [`SUBSCRIBERS`], [`QUEUE_DEPTH`]),
+//! the transmit buffer and the largest frame accepted are set by the
+//! builder.
+#![forbid(unsafe_code)]
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::alloc_instead_of_core)]
+
+mod transport;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fitz_client::driver::{self, Reconnect, Stopped};
+use fitz_client::{Config, DialectMode, Engine, State};
+
+pub use fitz_client::{self as core, Capacity, Error, Fault, Item};
+
+#[doc(hidden)]
+pub fn engine_size() -> usize {
+    std::mem::size_of::<StdEngine>()
+}
+pub use transport::{Endpoint, TransportError};
+
+/// Requests in flight at once (the correlation table).
+pub const REQUEST_SLOTS: usize = 1024;
+/// Local subscribers and RPC calls at once (and wire registrations).
+pub const SUBSCRIBERS: usize = 64;
+/// Deliveries buffered per subscriber before it ends with
+/// [`Error::Backpressure`].
+pub const QUEUE_DEPTH: usize = 64;
+
+type StdEngine = Engine<Bytes, Box<[u8]>, REQUEST_SLOTS, SUBSCRIBERS, QUEUE_DEPTH>;
+
+/// The engine behind a std mutex, shared by every clone of a [`Client`].
+#[derive(Clone)]
+pub struct Handle(Arc<Mutex<StdEngine>>);
+
+impl fitz_client::Shared for Handle {
+    type Core = StdEngine;
+
+    fn with<R>(&self, f: impl FnOnce(&mut StdEngine) -> R) -> R {
+        // The engine never panics while locked; if a task did, its state is
+        // still consistent (every update is a single assignment).
+        let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+}
+
+/// The core client type of this binding: every domain API lives on it.
+pub type CoreClient = fitz_client::Client<Handle>;
+
+/// A subscription or RPC response stream (a `futures::Stream`).
+pub type Subscription = fitz_client::Subscription<Handle>;
+
+struct TokioClock(Instant);
+
+impl driver::Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn sleep_until(&self, at_ms: u64) {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(self.0 + Duration::from_millis(at_ms))).await;
+    }
+}
+
+/// An async token source: called before every (re)connect.
+pub type TokenFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, Error>> + Send>> + Send + Sync>;
+
+struct Tokens(Option<TokenFn>);
+
+impl driver::TokenProvider for Tokens {
+    async fn token(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        let Some(f) = &self.0 else { return Ok(0) };
+        let t = f().await?;
+        let dst = out.get_mut(..t.len()).ok_or(Error::Invalid("token longer than 4 KiB"))?;
+        dst.copy_from_slice(t.as_bytes());
+        Ok(t.len())
+    }
+}
+
+/// Builds a [`Client`].
+pub struct Builder {
+    url: String,
+    tokens: Option<TokenFn>,
+    reconnect: Reconnect,
+    cfg: Config,
+    tx_buffer: usize,
+    max_frame: u32,
+    keepalive: Option<Duration>,
+    heartbeat: Duration,
+}
+
+impl Builder {
+    /// Connect anonymously (an empty token). This is the default.
+    pub fn anonymous(mut self) -> Self {
+        self.tokens = None;
+        self
+    }
+
+    /// A fixed token (JWT) for every connection.
+    pub fn token(self, token: impl Into<String>) -> Self {
+        let token: Arc<str> = Arc::from(token.into());
+        self.token_provider(move || {
+            let t = token.clone();
+            async move { Ok(t.to_string()) }
+        })
+    }
+
+    /// An async token provider, called before every (re)connect. A token
+    /// the broker refused is never sent again: if the provider returns it
+    /// again, the client stops with [`Error::AuthenticationFailed`].
+    pub fn token_provider<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, Error>> + Send + 'static,
+    {
+        self.tokens = Some(Arc::new(move || Box::pin(f())));
+        self
+    }
+
+    /// The reconnect policy (enabled, jittered exponential backoff,
+    /// attempts).
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Turns reconnecting off: a lost connection closes the client.
+    pub fn no_reconnect(mut self) -> Self {
+        self.reconnect.enabled = false;
+        self
+    }
+
+    /// The authentication settle window (default 1 s; a SERVER_HELLO ends
+    /// it at once).
+    pub fn settle_window(mut self, d: Duration) -> Self {
+        self.cfg.settle_window_ms = millis(d);
+        self
+    }
+
+    /// Force a dialect instead of detecting it.
+    pub fn dialect(mut self, mode: DialectMode) -> Self {
+        self.cfg.dialect = mode;
+        self
+    }
+
+    /// Transmit buffer size (default 256 KiB): frames queued between two
+    /// writes; the largest frame that can be sent.
+    pub fn tx_buffer(mut self, bytes: usize) -> Self {
+        self.tx_buffer = bytes.max(1024);
+        self
+    }
+
+    /// Largest frame accepted from the broker (default 1 MiB).
+    pub fn max_frame(mut self, bytes: u32) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// TCP keepalive interval (default 30 s; `None` turns it off).
+    pub fn keepalive(mut self, every: Option<Duration>) -> Self {
+        self.keepalive = every;
+        self
+    }
+
+    /// WebSocket heartbeat: after this long without a message the client
+    /// pings, and gives up after the same time again (default 20 s).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// Starts the connection task and waits until the client is
+    /// authenticated (or fails: a bad URL, or the first connection could
+    /// not be made within the connect timeout and reconnecting is off).
+    pub async fn connect(self) -> Result<Client, Error> {
+        let client = self.start()?;
+        let mut state = client.state();
+        loop {
+            match state {
+                State::Authenticated => return Ok(client),
+                State::Closed => {
+                    return Err(match client.stopped() {
+                        Some(Stopped::AuthenticationFailed) => Error::AuthenticationFailed,
+                        _ => Error::Closed,
+                    });
+                }
+                s => state = client.changed(s).await,
+            }
+        }
+    }
+
+    /// Starts the connection task without waiting; operations wait until
+    /// the client is authenticated.
+    pub fn start(self) -> Result<Client, Error> {
+        let endpoint = Endpoint::parse(&self.url).map_err(|_| Error::Invalid("broker URL"))?;
+        let handle = Handle(build_engine(self.cfg, self.tx_buffer)?);
+        let connector = transport::Connector {
+            cfg: transport::TransportConfig {
+                endpoint,
+                max_frame: self.max_frame,
+                keepalive: self.keepalive,
+                heartbeat: self.heartbeat,
+            },
+        };
+        let clock = TokioClock(Instant::now());
+        let spare = vec![0u8; self.tx_buffer].into_boxed_slice();
+        let stopped = Arc::new(Mutex::new(None));
+        let h = handle.clone();
+        let stop_slot = stopped.clone();
+        let (policy, tokens) = (self.reconnect, Tokens(self.tokens));
+        let url = self.url.clone();
+        let task = tokio::spawn(async move {
+            let mut seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
+            let random = move || {
+                // xorshift: jitter only, not security.
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u32
+            };
+            tracing::debug!(%url, "fitz connection task started");
+            let why = driver::run(h, connector, clock, tokens, policy, random, spare).await;
+            tracing::debug!(?why, "fitz connection task ended");
+            if let Ok(mut s) = stop_slot.lock() {
+                *s = Some(why);
+            }
+        });
+        Ok(Client(Arc::new(Inner { core: fitz_client::Client::new(handle), task: Mutex::new(Some(task)), stopped })))
+    }
+}
+
+/// Builds the engine (a few hundred KiB of fixed tables) on a thread with
+/// a stack large enough for it, so that no caller's stack has to hold it
+/// (unoptimised builds move it several times before it reaches the heap).
+fn build_engine(cfg: Config, tx_buffer: usize) -> Result<Arc<Mutex<StdEngine>>, Error> {
+    let size = std::mem::size_of::<StdEngine>();
+    std::thread::Builder::new()
+        .name("fitz-engine-init".into())
+        .stack_size(8 * size + (1 << 20))
+        .spawn(move || Arc::new(Mutex::new(Engine::new(cfg, vec![0u8; tx_buffer].into_boxed_slice()))))
+        .map_err(|_| Error::Capacity(Capacity::Requests))?
+        .join()
+        .map_err(|_| Error::Capacity(Capacity::Requests))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+struct Inner {
+    core: CoreClient,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stopped: Arc<Mutex<Option<Stopped>>>,
+}
+
+/// A connected Fitz client. Cheap to clone, `Send + Sync`; the domain APIs
+/// ([`CoreClient`]'s methods) are reached through `Deref`.
+#[derive(Clone)]
+pub struct Client(Arc<Inner>);
+
+impl Deref for Client {
+    type Target = CoreClient;
+
+    fn deref(&self) -> &CoreClient {
+        &self.0.core
+    }
+}
+
+impl Deref for Inner {
+    type Target = CoreClient;
+
+    fn deref(&self) -> &CoreClient {
+        &self.core
+    }
+}
+
+impl Client {
+    /// A builder for `url` (`tcp://host:port`, `ws://host:port/ws`,
+    /// `wss://…`).
+    pub fn builder(url: impl Into<String>) -> Builder {
+        Builder {
+            url: url.into(),
+            tokens: None,
+            reconnect: Reconnect::default(),
+            cfg: Config::default(),
+            tx_buffer: 256 * 1024,
+            max_frame: fitz_wire::frame::BROKER_MAX_FRAME,
+            keepalive: Some(Duration::from_secs(30)),
+            heartbeat: Duration::from_secs(20),
+        }
+    }
+
+    /// A watch of the lifecycle state: yields each new state.
+    pub fn watch(&self) -> impl futures_core::Stream<Item = State> + Send + 'static {
+        let core = self.0.core.clone();
+        let seen = core.state();
+        futures_util::stream::unfold((core, seen), |(core, seen)| async move {
+            if seen == State::Closed {
+                return None;
+            }
+            let s = core.changed(seen).await;
+            Some((s, (core, s)))
+        })
+    }
+
+    /// Why the connection task stopped, once it has.
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.0.stopped.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Closes the client: pending operations fail with [`Error::Closed`],
+    /// the connection task ends (this waits for it). Idempotent.
+    pub async fn close(&self) {
+        self.0.core.close();
+        let task = self.0.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last clone is gone: stop the connection task.
+        self.core.close();
+    }
+}
