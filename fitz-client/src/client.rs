@@ -160,6 +160,12 @@ impl<H: Shared> Client<H> {
         Ok(Subscription { h: self.h.clone(), id })
     }
 
+    /// Forgets every local registration of subscribe type `kind` after a
+    /// bulk unsubscribe on the wire (Notice UNSUBSCRIBE_ALL).
+    pub fn drop_registrations(&self, kind: fitz_wire::MsgType) {
+        self.h.with(|e| e.drop_registrations(kind));
+    }
+
     /// Closes the client: pending operations fail with [`Error::Closed`]
     /// and the driver stops. Idempotent.
     pub fn close(&self) {

@@ -519,6 +519,11 @@ pub trait Core {
     /// unsubscribed on the wire when its last subscriber leaves.
     fn unsubscribe(&mut self, id: SubId);
 
+    /// Forgets every registration of subscribe type `kind` without telling
+    /// the broker (it was told by a bulk unsubscribe such as Notice
+    /// UNSUBSCRIBE_ALL): their subscribers end normally.
+    fn drop_registrations(&mut self, kind: MsgType);
+
     /// Starts an RPC call: registers `request.correlation_id` and sends the
     /// REQUEST (with a budget when `deadline_ms` is set and the broker
     /// supports it). Response chunks arrive through [`Engine::poll_next`].
@@ -907,6 +912,26 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
             }
         }
         self.pump();
+    }
+
+    fn drop_registrations(&mut self, kind: MsgType) {
+        for (i, r) in self.t.regs.iter_mut().enumerate() {
+            if r.state != RegState::Free && r.kind == kind {
+                let restoring = r.restoring;
+                *r = free_reg();
+                if restoring {
+                    self.t.restoring = self.t.restoring.saturating_sub(1);
+                }
+                for l in self.t.locals.iter_mut() {
+                    if l.target == Target::Reg(i as u16) && matches!(l.state, LocalState::Pending | LocalState::Active)
+                    {
+                        l.state = LocalState::Ended(None);
+                        wake(&mut l.waker);
+                    }
+                }
+            }
+        }
+        self.t.note_state();
     }
 
     fn poll_call(

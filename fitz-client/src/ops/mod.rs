@@ -8,6 +8,12 @@ use fitz_wire::{DecodeError, MsgType, Reply};
 use crate::error::{Capacity, Error, Fault};
 
 pub mod kv;
+pub mod lease;
+pub mod notice;
+pub mod queue;
+pub mod rpc;
+pub mod schedule;
+pub mod stream;
 
 /// Longest route a handle keeps (transactions, append sessions, leases).
 pub const ROUTE_MAX: usize = 256;
