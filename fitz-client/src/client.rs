@@ -19,6 +19,9 @@ pub trait Shared: Clone {
     type Core: Core;
     /// Runs `f` with the engine locked. `f` never blocks or awaits.
     fn with<R>(&self, f: impl FnOnce(&mut Self::Core) -> R) -> R;
+    /// Now, in milliseconds of the driver's clock (same origin): request
+    /// deadlines start from it.
+    fn now_ms(&self) -> u64;
 }
 
 /// The received-bytes type of a handle.
@@ -109,7 +112,14 @@ impl<H: Shared> Client<H> {
         msg: &E,
         timeout_ms: u64,
     ) -> Result<Pending<H>, Error> {
-        let id = poll_fn(|cx| self.h.with(|e| e.poll_request(cx, msg, timeout_ms, epoch))).await?;
+        let id = poll_fn(|cx| {
+            let now = self.h.now_ms();
+            self.h.with(|e| {
+                e.set_now(now);
+                e.poll_request(cx, msg, timeout_ms, epoch)
+            })
+        })
+        .await?;
         Ok(Pending { h: self.h.clone(), id })
     }
 
@@ -156,7 +166,14 @@ impl<H: Shared> Client<H> {
     /// subscription. `deadline_ms` 0 = none (otherwise sent as a budget
     /// where the broker supports it, and enforced locally).
     pub async fn call(&self, route: &str, body: &[u8], id: Uuid, deadline_ms: u64) -> Result<Subscription<H>, Error> {
-        let id = poll_fn(|cx| self.h.with(|e| e.poll_call(cx, route, body, id, deadline_ms))).await?;
+        let id = poll_fn(|cx| {
+            let now = self.h.now_ms();
+            self.h.with(|e| {
+                e.set_now(now);
+                e.poll_call(cx, route, body, id, deadline_ms)
+            })
+        })
+        .await?;
         Ok(Subscription { h: self.h.clone(), id })
     }
 
@@ -164,6 +181,11 @@ impl<H: Shared> Client<H> {
     /// bulk unsubscribe on the wire (Notice UNSUBSCRIBE_ALL).
     pub fn drop_registrations(&self, kind: fitz_wire::MsgType) {
         self.h.with(|e| e.drop_registrations(kind));
+    }
+
+    /// Why the client stopped for good, once it has.
+    pub fn stopped(&self) -> Option<crate::Stopped> {
+        self.h.with(|e| e.stopped())
     }
 
     /// Closes the client: pending operations fail with [`Error::Closed`]

@@ -109,17 +109,7 @@ impl Reconnect {
     }
 }
 
-/// Why [`run`] returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Stopped {
-    /// [`crate::Client::close`] was called.
-    Closed,
-    /// Reconnecting is disabled or its attempts ran out.
-    GaveUp,
-    /// The broker refused the token and the provider returned it again.
-    AuthenticationFailed,
-}
+pub use crate::engine::Stopped;
 
 /// Size of the token buffer of [`run`].
 pub const TOKEN_MAX: usize = 4096;
@@ -177,7 +167,7 @@ where
             Some(Err(_)) => {
                 h.with(|e| {
                     e.disconnected();
-                    e.close();
+                    e.close_with(Stopped::AuthenticationFailed);
                 });
                 return Stopped::AuthenticationFailed;
             }
@@ -187,7 +177,9 @@ where
                     serve(&h, &mut rx, &mut tx, &clock, &mut spare, &mut authenticated).await;
                 }
                 let auth_failed = h.with(|e| e.connection_closed());
-                if auth_failed {
+                // An empty (anonymous) token cannot be refused as such: a
+                // close that early is a broker or proxy going away, retried.
+                if auth_failed && n > 0 {
                     refused = Some(hash);
                 } else if authenticated {
                     failures = 0;
@@ -202,7 +194,7 @@ where
         if !policy.enabled || policy.max_attempts.is_some_and(|m| failures > m) {
             h.with(|e| {
                 e.disconnected();
-                e.close();
+                e.close_with(Stopped::GaveUp);
             });
             return Stopped::GaveUp;
         }

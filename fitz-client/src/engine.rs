@@ -56,6 +56,18 @@ pub enum Item<P> {
     Restored,
 }
 
+/// Why a client stopped for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Stopped {
+    /// [`crate::Client::close`] was called.
+    Closed,
+    /// Reconnecting is disabled or its attempts ran out.
+    GaveUp,
+    /// The broker refused the token and the provider returned it again.
+    AuthenticationFailed,
+}
+
 /// Identifies a local subscriber (or RPC call).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -189,7 +201,7 @@ pub struct Engine<P, T, const N: usize, const S: usize, const Q: usize> {
     /// The deadline the timer task sleeps until.
     armed: Option<u64>,
     now: u64,
-    closed: bool,
+    closed: Option<Stopped>,
 }
 
 impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const Q: usize> Engine<P, T, N, S, Q> {
@@ -240,7 +252,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
             timer: None,
             armed: None,
             now: 0,
-            closed: false,
+            closed: None,
         }
     }
 
@@ -384,7 +396,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
     }
 
     fn poll_ready(&mut self, cx: &Context<'_>) -> Poll<Result<(), Error>> {
-        if self.closed {
+        if self.closed.is_some() {
             return Poll::Ready(Err(Error::Closed));
         }
         if self.state() == State::Authenticated {
@@ -424,8 +436,15 @@ pub trait Core {
     /// Registers `cx` to be woken on the next state change.
     fn watch_state(&mut self, cx: &Context<'_>);
 
-    /// True once [`Engine::close`] ran.
+    /// True once [`Core::close`] ran.
     fn is_closed(&self) -> bool;
+
+    /// Tells the engine the time (it never goes back); deadlines of new
+    /// requests start from it.
+    fn set_now(&mut self, now: u64);
+
+    /// Why the client stopped, once it has.
+    fn stopped(&self) -> Option<Stopped>;
 
     /// The driver is opening a transport.
     fn connecting(&mut self);
@@ -445,6 +464,9 @@ pub trait Core {
     /// Ends the client: every request, subscriber and call fails with
     /// [`Error::Closed`]; the driver stops.
     fn close(&mut self);
+
+    /// [`Core::close`] with the reason (the first reason sticks).
+    fn close_with(&mut self, why: Stopped);
 
     /// Handles one received frame (without the TCP prefix). `frame` owns
     /// the bytes; replies and deliveries are parts of it. An `Err` means
@@ -574,6 +596,14 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
     }
 
     fn is_closed(&self) -> bool {
+        self.closed.is_some()
+    }
+
+    fn set_now(&mut self, now: u64) {
+        self.now = self.now.max(now);
+    }
+
+    fn stopped(&self) -> Option<Stopped> {
         self.closed
     }
 
@@ -618,10 +648,14 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
     }
 
     fn close(&mut self) {
-        if self.closed {
+        self.close_with(Stopped::Closed);
+    }
+
+    fn close_with(&mut self, why: Stopped) {
+        if self.closed.is_some() {
             return;
         }
-        self.closed = true;
+        self.closed = Some(why);
         let t = &mut self.t;
         self.session.close(&mut |e| t.on_event(e, None));
         for l in self.t.locals.iter_mut() {
@@ -818,7 +852,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
     }
 
     fn subscribe<E: Encode + ?Sized>(&mut self, msg: &E) -> Result<SubId, Error> {
-        if self.closed {
+        if self.closed.is_some() {
             return Err(Error::Closed);
         }
         let kind = msg.msg_type();

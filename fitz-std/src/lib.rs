@@ -30,7 +30,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fitz_client::driver::{self, Reconnect, Stopped};
+use fitz_client::Stopped;
+use fitz_client::driver::{self, Reconnect};
 use fitz_client::{Config, DialectMode, Engine, State};
 
 pub use fitz_client::{self as core, Capacity, Error, Fault, Item};
@@ -51,9 +52,10 @@ pub const QUEUE_DEPTH: usize = 64;
 
 type StdEngine = Engine<Bytes, Box<[u8]>, REQUEST_SLOTS, SUBSCRIBERS, QUEUE_DEPTH>;
 
-/// The engine behind a std mutex, shared by every clone of a [`Client`].
+/// The engine behind a std mutex, shared by every clone of a [`Client`],
+/// and the origin of its clock.
 #[derive(Clone)]
-pub struct Handle(Arc<Mutex<StdEngine>>);
+pub struct Handle(Arc<Mutex<StdEngine>>, Instant);
 
 impl fitz_client::Shared for Handle {
     type Core = StdEngine;
@@ -63,6 +65,10 @@ impl fitz_client::Shared for Handle {
         // still consistent (every update is a single assignment).
         let mut g = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut g)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.1.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -215,7 +221,8 @@ impl Builder {
     /// the client is authenticated.
     pub fn start(self) -> Result<Client, Error> {
         let endpoint = Endpoint::parse(&self.url).map_err(|_| Error::Invalid("broker URL"))?;
-        let handle = Handle(build_engine(self.cfg, self.tx_buffer)?);
+        let origin = Instant::now();
+        let handle = Handle(build_engine(self.cfg, self.tx_buffer)?, origin);
         let connector = transport::Connector {
             cfg: transport::TransportConfig {
                 endpoint,
@@ -224,11 +231,9 @@ impl Builder {
                 heartbeat: self.heartbeat,
             },
         };
-        let clock = TokioClock(Instant::now());
+        let clock = TokioClock(origin);
         let spare = vec![0u8; self.tx_buffer].into_boxed_slice();
-        let stopped = Arc::new(Mutex::new(None));
         let h = handle.clone();
-        let stop_slot = stopped.clone();
         let (policy, tokens) = (self.reconnect, Tokens(self.tokens));
         let url = self.url.clone();
         let task = tokio::spawn(async move {
@@ -243,11 +248,8 @@ impl Builder {
             tracing::debug!(%url, "fitz connection task started");
             let why = driver::run(h, connector, clock, tokens, policy, random, spare).await;
             tracing::debug!(?why, "fitz connection task ended");
-            if let Ok(mut s) = stop_slot.lock() {
-                *s = Some(why);
-            }
         });
-        Ok(Client(Arc::new(Inner { core: fitz_client::Client::new(handle), task: Mutex::new(Some(task)), stopped })))
+        Ok(Client(Arc::new(Inner { core: fitz_client::Client::new(handle), task: Mutex::new(Some(task)) })))
     }
 }
 
@@ -272,7 +274,6 @@ fn millis(d: Duration) -> u64 {
 struct Inner {
     core: CoreClient,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    stopped: Arc<Mutex<Option<Stopped>>>,
 }
 
 /// A connected Fitz client. Cheap to clone, `Send + Sync`; the domain APIs
@@ -313,21 +314,16 @@ impl Client {
     }
 
     /// A watch of the lifecycle state: yields each new state.
-    pub fn watch(&self) -> impl futures_core::Stream<Item = State> + Send + 'static {
+    pub fn watch(&self) -> Pin<Box<dyn futures_core::Stream<Item = State> + Send + 'static>> {
         let core = self.0.core.clone();
         let seen = core.state();
-        futures_util::stream::unfold((core, seen), |(core, seen)| async move {
+        Box::pin(futures_util::stream::unfold((core, seen), |(core, seen)| async move {
             if seen == State::Closed {
                 return None;
             }
             let s = core.changed(seen).await;
             Some((s, (core, s)))
-        })
-    }
-
-    /// Why the connection task stopped, once it has.
-    pub fn stopped(&self) -> Option<Stopped> {
-        self.0.stopped.lock().ok().and_then(|s| s.clone())
+        }))
     }
 
     /// Closes the client: pending operations fail with [`Error::Closed`],
