@@ -183,6 +183,12 @@ impl<H: Shared> Client<H> {
         self.h.with(|e| e.drop_registrations(kind));
     }
 
+    /// Notifications and pushes that matched no subscriber (e.g. those
+    /// still in flight after a subscription ended), dropped and counted.
+    pub fn unmatched(&self) -> u64 {
+        self.h.with(|e| e.unmatched())
+    }
+
     /// Why the client stopped for good, once it has.
     pub fn stopped(&self) -> Option<crate::Stopped> {
         self.h.with(|e| e.stopped())

@@ -48,7 +48,7 @@ pub const REQUEST_SLOTS: usize = 1024;
 pub const SUBSCRIBERS: usize = 64;
 /// Deliveries buffered per subscriber before it ends with
 /// [`Error::Backpressure`].
-pub const QUEUE_DEPTH: usize = 64;
+pub const QUEUE_DEPTH: usize = 256;
 
 type StdEngine = Engine<Bytes, Box<[u8]>, REQUEST_SLOTS, SUBSCRIBERS, QUEUE_DEPTH>;
 

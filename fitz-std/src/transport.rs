@@ -102,7 +102,12 @@ impl driver::Connector for Connector {
                 let s = TcpStream::connect(addr.as_str()).await.map_err(TransportError::Io)?;
                 tune(&s, self.cfg.keepalive)?;
                 let (r, w) = s.into_split();
-                let rx = Rx::Tcp { r, buf: BytesMut::with_capacity(64 * 1024), max: self.cfg.max_frame };
+                let rx = Rx::Tcp {
+                    r,
+                    buf: rx_buffer(),
+                    spares: (0..RX_SPARES).map(|_| rx_buffer()).collect(),
+                    max: self.cfg.max_frame,
+                };
                 Ok((rx, Tx::Tcp(w)))
             }
             Endpoint::Ws(url) => {
@@ -150,9 +155,17 @@ fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type WsSink = Arc<tokio::sync::Mutex<SplitSink<WsStream, Message>>>;
 
+/// Size of a TCP receive buffer. Frames are handed out as `Bytes` slices of
+/// it, so a buffer is only reused once every slice of it is dropped.
+const RX_BUFFER: usize = 64 * 1024;
+/// Receive buffers kept besides the current one: when the current one is
+/// full and still referenced by a reply or delivery, reading continues in a
+/// free spare instead of allocating.
+const RX_SPARES: usize = 3;
+
 /// Receiving half.
 pub(crate) enum Rx {
-    Tcp { r: OwnedReadHalf, buf: BytesMut, max: u32 },
+    Tcp { r: OwnedReadHalf, buf: BytesMut, spares: Vec<BytesMut>, max: u32 },
     Ws { stream: SplitStream<WsStream>, sink: WsSink, heartbeat: Duration, max: u32 },
 }
 
@@ -162,7 +175,7 @@ impl FrameRx for Rx {
 
     async fn recv(&mut self) -> Result<Bytes, TransportError> {
         match self {
-            Rx::Tcp { r, buf, max } => loop {
+            Rx::Tcp { r, buf, spares, max } => loop {
                 match frame::decode_tcp(buf, *max).map_err(TransportError::Frame)? {
                     TcpFrame::Complete { frame, consumed } => {
                         let len = frame.len();
@@ -173,7 +186,7 @@ impl FrameRx for Rx {
                     TcpFrame::Incomplete { needed } => {
                         // Reading into spare capacity is cancel-safe: bytes
                         // read stay in `buf`.
-                        buf.reserve(needed.max(16 * 1024));
+                        make_room(buf, spares, needed.max(16 * 1024));
                         if r.read_buf(buf).await.map_err(TransportError::Io)? == 0 {
                             return Err(TransportError::Closed);
                         }
@@ -213,6 +226,40 @@ impl FrameRx for Rx {
             },
         }
     }
+}
+
+/// A receive buffer already in its shared form: the first frame cut from a
+/// fresh `BytesMut` allocates its reference count; do it now, not on the
+/// request path.
+fn rx_buffer() -> BytesMut {
+    let mut b = BytesMut::with_capacity(RX_BUFFER);
+    b.extend_from_slice(&[0]);
+    drop(b.split_to(1));
+    let _ = b.try_reclaim(RX_BUFFER);
+    b
+}
+
+/// Makes room for `want` more bytes without allocating when possible:
+/// reclaim the current buffer (every frame cut from it is gone), else move
+/// the partial frame to a spare that is free, else grow.
+fn make_room(buf: &mut BytesMut, spares: &mut Vec<BytesMut>, want: usize) {
+    if buf.capacity() - buf.len() >= want || buf.try_reclaim(want) {
+        return;
+    }
+    if buf.len() + want <= RX_BUFFER
+        && let Some(i) = spares.iter_mut().position(|s| {
+            s.clear();
+            s.try_reclaim(RX_BUFFER)
+        })
+    {
+        let mut next = spares.swap_remove(i);
+        next.extend_from_slice(buf);
+        let mut old = std::mem::replace(buf, next);
+        old.clear();
+        spares.push(old);
+        return;
+    }
+    buf.reserve(want);
 }
 
 /// Sending half.
