@@ -183,6 +183,18 @@ impl<H: Shared> Client<H> {
         self.h.with(|e| e.drop_registrations(kind));
     }
 
+    /// Caps the requests in flight at once (1 to the engine's slot count);
+    /// requests beyond it wait for one to finish.
+    pub fn set_in_flight_limit(&self, limit: usize) {
+        self.h.with(|e| e.set_in_flight_limit(limit));
+    }
+
+    /// Counters of the request path (in flight now, the most ever, waits
+    /// at the in-flight limit).
+    pub fn stats(&self) -> crate::Stats {
+        self.h.with(|e| e.stats())
+    }
+
     /// Notifications and pushes that matched no subscriber (e.g. those
     /// still in flight after a subscription ended), dropped and counted.
     pub fn unmatched(&self) -> u64 {

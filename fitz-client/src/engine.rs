@@ -202,6 +202,21 @@ pub struct Engine<P, T, const N: usize, const S: usize, const Q: usize> {
     armed: Option<u64>,
     now: u64,
     closed: Option<Stopped>,
+    /// Requests tasks may have in flight at once (at most `N`).
+    limit: usize,
+    stats: Stats,
+}
+
+/// Counters of the request path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stats {
+    /// Requests of tasks in flight now (sent, reply not yet collected).
+    pub in_flight: usize,
+    /// The most ever in flight at once.
+    pub max_in_flight: usize,
+    /// Times a request waited because the in-flight limit was reached.
+    pub limited: u64,
 }
 
 impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const Q: usize> Engine<P, T, N, S, Q> {
@@ -253,6 +268,8 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
             armed: None,
             now: 0,
             closed: None,
+            limit: N,
+            stats: Stats::default(),
         }
     }
 
@@ -443,6 +460,13 @@ pub trait Core {
     /// requests start from it.
     fn set_now(&mut self, now: u64);
 
+    /// Caps the requests tasks may have in flight (1 to `N`); requests
+    /// beyond it wait for one to finish.
+    fn set_in_flight_limit(&mut self, limit: usize);
+
+    /// Counters of the request path.
+    fn stats(&self) -> Stats;
+
     /// Why the client stopped, once it has.
     fn stopped(&self) -> Option<Stopped>;
 
@@ -601,6 +625,15 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
 
     fn set_now(&mut self, now: u64) {
         self.now = self.now.max(now);
+    }
+
+    fn set_in_flight_limit(&mut self, limit: usize) {
+        self.limit = limit.clamp(1, N);
+        self.t.general.wake_all();
+    }
+
+    fn stats(&self) -> Stats {
+        self.stats
     }
 
     fn stopped(&self) -> Option<Stopped> {
@@ -778,6 +811,11 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
         if epoch.is_some_and(|e| e != self.session.epoch()) {
             return Poll::Ready(Err(Error::StaleHandle));
         }
+        if self.stats.in_flight >= self.limit {
+            self.stats.limited += 1;
+            self.t.general.register(cx.waker());
+            return Poll::Pending;
+        }
         let labelled = self.session.labels(msg.msg_type());
         let need = frame::frame_len(Transport::Tcp, labelled, msg);
         if need > self.tx_cap() {
@@ -793,6 +831,8 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
         match self.session.request_with(self.now, msg, timeout_ms, true, out) {
             Ok((id, n)) => {
                 self.tx_len += n;
+                self.stats.in_flight += 1;
+                self.stats.max_in_flight = self.stats.max_in_flight.max(self.stats.in_flight);
                 if let Some(w) = self.t.waiters.get_mut(id.slot()) {
                     *w = Waiter { id: Some(id), purpose: Purpose::User, waker: Some(cx.waker().clone()), result: None };
                 }
@@ -830,6 +870,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
     fn finish_request(&mut self, id: RequestId) {
         if let Some(w) = self.t.waiters.get_mut(id.slot()).filter(|w| w.id == Some(id)) {
             *w = Waiter { id: None, purpose: Purpose::User, waker: None, result: None };
+            self.stats.in_flight = self.stats.in_flight.saturating_sub(1);
         }
         self.session.cancel(id);
         self.t.general.wake_all();

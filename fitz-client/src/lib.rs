@@ -36,6 +36,6 @@ pub mod ops;
 mod session;
 
 pub use client::{BufOf, Client, Pending, Shared, Subscription};
-pub use engine::{Buf, Core, Engine, Item, SUBSCRIBE_MAX, Stopped, SubId};
+pub use engine::{Buf, Core, Engine, Item, SUBSCRIBE_MAX, Stats, Stopped, SubId};
 pub use error::{Capacity, Error, FAULT_MESSAGE_MAX, Fault};
 pub use session::{Config, DialectMode, Event, FailReason, ProtocolError, RequestError, RequestId, Session, State};

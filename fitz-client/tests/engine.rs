@@ -295,3 +295,20 @@ fn frames_larger_than_the_transmit_buffer_are_refused_not_truncated() {
     assert_eq!(ready(p.e.poll_request(&cx(), &put, 0, None)), Err(Error::Capacity(fitz_client::Capacity::Frame)));
     assert!(p.sent().is_empty());
 }
+
+#[test]
+fn in_flight_limit_queues_requests_beyond_it() {
+    let mut p = Pair::new(DialectMode::Auto);
+    p.connect(true);
+    p.e.set_in_flight_limit(2);
+    let get = fitz_wire::kv::Get { tx_id: 1, route: "kv://a/b/c", key: b"k" };
+    let a = ready(p.e.poll_request(&cx(), &get, 0, None)).unwrap();
+    let _b = ready(p.e.poll_request(&cx(), &get, 0, None)).unwrap();
+    assert!(p.e.poll_request(&cx(), &get, 0, None).is_pending(), "a third waits");
+    assert_eq!(p.sent().len(), 2, "nothing beyond the limit was sent");
+    p.e.finish_request(a);
+    assert!(ready(p.e.poll_request(&cx(), &get, 0, None)).is_ok());
+    let stats = p.e.stats();
+    assert_eq!((stats.in_flight, stats.max_in_flight), (2, 2));
+    assert!(stats.limited >= 1);
+}

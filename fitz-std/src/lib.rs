@@ -112,6 +112,7 @@ pub struct Builder {
     reconnect: Reconnect,
     cfg: Config,
     tx_buffer: usize,
+    in_flight: usize,
     max_frame: u32,
     keepalive: Option<Duration>,
     heartbeat: Duration,
@@ -178,6 +179,13 @@ impl Builder {
         self
     }
 
+    /// Requests in flight at once (default and maximum [`REQUEST_SLOTS`]);
+    /// more wait for one to finish instead of failing.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.in_flight = n.clamp(1, REQUEST_SLOTS);
+        self
+    }
+
     /// Largest frame accepted from the broker (default 1 MiB).
     pub fn max_frame(mut self, bytes: u32) -> Self {
         self.max_frame = bytes;
@@ -233,6 +241,7 @@ impl Builder {
         };
         let clock = TokioClock(origin);
         let spare = vec![0u8; self.tx_buffer].into_boxed_slice();
+        fitz_client::Shared::with(&handle, |e| fitz_client::Core::set_in_flight_limit(e, self.in_flight));
         let h = handle.clone();
         let (policy, tokens) = (self.reconnect, Tokens(self.tokens));
         let url = self.url.clone();
@@ -307,6 +316,7 @@ impl Client {
             reconnect: Reconnect::default(),
             cfg: Config::default(),
             tx_buffer: 256 * 1024,
+            in_flight: REQUEST_SLOTS,
             max_frame: fitz_wire::frame::BROKER_MAX_FRAME,
             keepalive: Some(Duration::from_secs(30)),
             heartbeat: Duration::from_secs(20),
