@@ -26,7 +26,48 @@ pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     let _ = black_box(session.handle_frame(1, black_box(&buf[4..n]), &mut |e| {
         black_box(e);
     }));
+
+    // The engine and the async client's request path, with a copying Buf.
+    use fitz_client::Core;
+    let mut engine = fitz_client::Engine::<Fixed, [u8; 256], 4, 2, 2>::new(fitz_client::Config::default(), [0; 256]);
+    let _ = black_box(engine.connected(0, b""));
+    let _ = black_box(engine.handle_timeout(2000));
+    let cx = core::task::Context::from_waker(core::task::Waker::noop());
+    let _ = black_box(engine.poll_request(&cx, &put, 100, None));
+    let sub = fitz_wire::notice::Subscribe { pattern: "notice://a/b/*" };
+    let _ = black_box(engine.subscribe(&sub));
+    let mut spare = [0u8; 256];
+    let _ = black_box(engine.take_tx(&mut spare));
+    let _ = black_box(engine.handle_frame(3, &Fixed::of(&buf[4..n])));
     0
+}
+
+/// A received frame copied into fixed storage.
+#[derive(Clone)]
+struct Fixed {
+    data: [u8; 64],
+    len: usize,
+}
+
+impl Fixed {
+    fn of(b: &[u8]) -> Self {
+        let mut data = [0u8; 64];
+        let len = b.len().min(64);
+        data[..len].copy_from_slice(&b[..len]);
+        Fixed { data, len }
+    }
+}
+
+impl AsRef<[u8]> for Fixed {
+    fn as_ref(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+impl fitz_client::Buf for Fixed {
+    fn part(&self, sub: &[u8]) -> Self {
+        Fixed::of(sub)
+    }
 }
 
 // The C runtime only (crt1 / __libc_start_main), never Rust's std.
