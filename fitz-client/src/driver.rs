@@ -163,6 +163,7 @@ where
             Either::Second(()) => None,
         };
         let mut authenticated = false;
+        let mut auth_failed = false;
         match outcome {
             Some(Err(_)) => {
                 h.with(|e| {
@@ -176,10 +177,10 @@ where
                 if sent.is_ok() {
                     serve(&h, &mut rx, &mut tx, &clock, &mut spare, &mut authenticated).await;
                 }
-                let auth_failed = h.with(|e| e.connection_closed());
                 // An empty (anonymous) token cannot be refused as such: a
                 // close that early is a broker or proxy going away, retried.
-                if auth_failed && n > 0 {
+                auth_failed = h.with(|e| e.connection_closed()) && n > 0;
+                if auth_failed {
                     refused = Some(hash);
                 } else if authenticated {
                     failures = 0;
@@ -192,11 +193,12 @@ where
         }
         failures = failures.saturating_add(1);
         if !policy.enabled || policy.max_attempts.is_some_and(|m| failures > m) {
+            let why = if auth_failed { Stopped::AuthenticationFailed } else { Stopped::GaveUp };
             h.with(|e| {
                 e.disconnected();
-                e.close_with(Stopped::GaveUp);
+                e.close_with(why);
             });
-            return Stopped::GaveUp;
+            return why;
         }
         let wake_at = clock.now_ms().saturating_add(policy.delay(failures, random()));
         // A close during the backoff ends it at once.

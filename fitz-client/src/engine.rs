@@ -89,6 +89,9 @@ struct Waiter<P> {
     purpose: Purpose,
     waker: Option<Waker>,
     result: Option<Result<P, Error>>,
+    /// A second reply that came before the first was read: the deferred
+    /// grant of a queued Lease ACQUIRE (the only request with two).
+    second: Option<P>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +220,9 @@ pub struct Stats {
     pub max_in_flight: usize,
     /// Times a request waited because the in-flight limit was reached.
     pub limited: u64,
+    /// Times a request waited for an outstanding request of its type (no
+    /// correlation: one per type on the wire).
+    pub serialized: u64,
 }
 
 impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const Q: usize> Engine<P, T, N, S, Q> {
@@ -236,6 +242,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
                     purpose: Purpose::User,
                     waker: None,
                     result: None,
+                    second: None,
                 }),
                 regs: core::array::from_fn(|_| Reg {
                     state: RegState::Free,
@@ -317,7 +324,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
             Ok((id, n)) => {
                 self.tx_len += n;
                 if let Some(w) = self.t.waiters.get_mut(id.slot()) {
-                    *w = Waiter { id: Some(id), purpose, waker: None, result: None };
+                    *w = Waiter { id: Some(id), purpose, waker: None, result: None, second: None };
                 }
                 wake(&mut self.writer);
                 Ok(Some(id))
@@ -670,6 +677,15 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
             }
         }
         self.t.restoring = 0;
+        // The broker forgets calls with their connection: the outcome is
+        // unknown.
+        for l in self.t.locals.iter_mut() {
+            if matches!(l.target, Target::Call { .. }) && matches!(l.state, LocalState::Pending | LocalState::Active) {
+                l.state = LocalState::Ended(Some(Error::ConnectionLost));
+                l.deadline = 0;
+                wake(&mut l.waker);
+            }
+        }
         self.after_session();
         core::mem::take(&mut self.t.auth_failed)
     }
@@ -834,7 +850,13 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
                 self.stats.in_flight += 1;
                 self.stats.max_in_flight = self.stats.max_in_flight.max(self.stats.in_flight);
                 if let Some(w) = self.t.waiters.get_mut(id.slot()) {
-                    *w = Waiter { id: Some(id), purpose: Purpose::User, waker: Some(cx.waker().clone()), result: None };
+                    *w = Waiter {
+                        id: Some(id),
+                        purpose: Purpose::User,
+                        waker: Some(cx.waker().clone()),
+                        result: None,
+                        second: None,
+                    };
                 }
                 wake(&mut self.writer);
                 if timeout_ms != 0 {
@@ -846,6 +868,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
                 Poll::Ready(Ok(id))
             }
             Err(RequestError::Busy | RequestError::NotReady) => {
+                self.stats.serialized += 1;
                 self.t.general.register(cx.waker());
                 Poll::Pending
             }
@@ -859,7 +882,10 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
             return Poll::Ready(Err(Error::Closed));
         };
         match w.result.take() {
-            Some(r) => Poll::Ready(r),
+            Some(r) => {
+                w.result = w.second.take().map(Ok);
+                Poll::Ready(r)
+            }
             None => {
                 w.waker = Some(cx.waker().clone());
                 Poll::Pending
@@ -869,7 +895,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
 
     fn finish_request(&mut self, id: RequestId) {
         if let Some(w) = self.t.waiters.get_mut(id.slot()).filter(|w| w.id == Some(id)) {
-            *w = Waiter { id: None, purpose: Purpose::User, waker: None, result: None };
+            *w = Waiter { id: None, purpose: Purpose::User, waker: None, result: None, second: None };
             self.stats.in_flight = self.stats.in_flight.saturating_sub(1);
         }
         self.session.cancel(id);
@@ -905,6 +931,19 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
         let written = w.position();
         let body = body.get(..written).unwrap_or(&[]);
         let local = self.t.free_local().ok_or(Error::Capacity(Capacity::Subscriptions))?;
+        // A broker keeps one worker registration per pattern: the same
+        // pattern with other settings cannot be registered twice.
+        if kind == MsgType::RPC_SUBSCRIBE_WORKER {
+            let pattern = fitz_wire::Reader::new(body).str().ok();
+            if self.t.regs.iter().any(|r| {
+                r.state != RegState::Free
+                    && r.kind == kind
+                    && r.body.as_slice() != body
+                    && fitz_wire::Reader::new(&r.body).str().ok() == pattern
+            }) {
+                return Err(Error::Invalid("pattern already served with other settings by this client"));
+            }
+        }
         let existing = self.t.regs.iter().position(|r| {
             matches!(r.state, RegState::NeedSubscribe | RegState::Subscribing | RegState::Active)
                 && r.kind == kind
@@ -1144,6 +1183,21 @@ fn decode_subscribed(kind: MsgType, payload: &[u8]) -> Result<Result<u64, Fault>
     })
 }
 
+/// How specific a worker pattern is: more literal segments first, then
+/// without `**`, then fewer `*`.
+fn specificity(pattern: &str) -> (usize, bool, usize) {
+    let rest = pattern.split_once("://").map_or(pattern, |(_, r)| r);
+    let (mut literal, mut double, mut single) = (0, false, 0usize);
+    for seg in rest.split('/') {
+        match seg {
+            "**" => double = true,
+            "*" => single += 1,
+            _ => literal += 1,
+        }
+    }
+    (literal, !double, usize::MAX - single)
+}
+
 /// The subscribe type whose NOTIFY type is `notify`.
 const fn subscribe_kind(notify: MsgType) -> Option<MsgType> {
     Some(match notify {
@@ -1187,7 +1241,10 @@ impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> 
                 let Some(w) = self.waiters.get_mut(id.slot()).filter(|w| w.id == Some(id)) else { return };
                 match w.purpose {
                     Purpose::User => {
-                        w.result = Some(Ok(frame.part(payload)));
+                        match w.result {
+                            Some(Ok(_)) => w.second = Some(frame.part(payload)),
+                            _ => w.result = Some(Ok(frame.part(payload))),
+                        }
                         wake(&mut w.waker);
                     }
                     Purpose::Subscribe(reg) => {
@@ -1342,18 +1399,21 @@ impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> 
                     // Legacy ingress error: goes to the call it names.
                     Ok(rpc::Inbound::IngressError(_)) | Err(_) => return self.unmatched += 1,
                 };
-                let regs = &self.regs;
-                let Some(l) = self.locals.iter_mut().find(|l| match l.target {
-                    Target::Reg(r) => {
-                        l.state == LocalState::Active
-                            && regs.get(usize::from(r)).is_some_and(|reg| {
-                                reg.kind == MsgType::RPC_SUBSCRIBE_WORKER
-                                    && fitz_wire::Reader::new(&reg.body)
-                                        .str()
-                                        .is_ok_and(|p| fitz_wire::route::matches(p, route))
-                            })
-                    }
-                    Target::Call { .. } => false,
+                // The most specific matching pattern serves (WIRE.md §8.3),
+                // then its first active subscriber.
+                let best = self
+                    .regs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, reg)| reg.kind == MsgType::RPC_SUBSCRIBE_WORKER && reg.state == RegState::Active)
+                    .filter_map(|(i, reg)| {
+                        let p = fitz_wire::Reader::new(&reg.body).str().ok()?;
+                        fitz_wire::route::matches(p, route).then(|| (specificity(p), i))
+                    })
+                    .max_by_key(|(score, _)| *score)
+                    .map(|(_, i)| i as u16);
+                let Some(l) = best.and_then(|b| {
+                    self.locals.iter_mut().find(|l| l.target == Target::Reg(b) && l.state == LocalState::Active)
                 }) else {
                     return self.unmatched += 1;
                 };
@@ -1368,12 +1428,19 @@ impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> 
             MsgType::RPC_LIFECYCLE => {
                 let Ok(signal) = RpcLifecycle::decode(payload) else { return self.unmatched += 1 };
                 match signal {
-                    RpcLifecycle::CancelResult { correlation_id, .. } => {
+                    RpcLifecycle::CancelResult { correlation_id, status } => {
                         if let Some(l) = self.locals.iter_mut().find(|l| {
                             matches!(l.target, Target::Call { id, .. } if id == correlation_id)
                                 && l.state == LocalState::Active
                         }) {
                             push(l, Item::Record { msg_type: ty, payload: frame.part(payload) });
+                            // The broker took the cancel: the call is over
+                            // (its handle must not cancel it again). A worker
+                            // without cancellation support keeps running it.
+                            if status != rpc::CancelStatus::WorkerUnsupported && l.state == LocalState::Active {
+                                l.state = LocalState::Ended(Some(Error::Cancelled));
+                                l.deadline = 0;
+                            }
                         }
                     }
                     RpcLifecycle::Signal { .. } => {

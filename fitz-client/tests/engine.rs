@@ -312,3 +312,26 @@ fn in_flight_limit_queues_requests_beyond_it() {
     assert_eq!((stats.in_flight, stats.max_in_flight), (2, 2));
     assert!(stats.limited >= 1);
 }
+
+#[test]
+fn queued_acquire_keeps_both_replies_even_when_the_grant_comes_first() {
+    use fitz_wire::lease::{Acquire, AcquireOk, AcquireStatus};
+    let mut p = Pair::new(DialectMode::Auto);
+    p.connect(false);
+    let acquire = Acquire { route: "lease://a/b/c", owner_id: "me", ttl_secs: 10, wait_seconds: 5 };
+    let id = ready(p.e.poll_request(&cx(), &acquire, 0, None)).unwrap();
+    p.sent();
+    let queued = AcquireOk { status: AcquireStatus::Queued, fencing_token: 0 };
+    let granted = AcquireOk { status: AcquireStatus::Acquired, fencing_token: 42 };
+    // Both frames arrive before the task reads anything.
+    p.deliver(&Typed::new(MsgType::LEASE_ACQUIRE, fitz_wire::Reply::Ok(queued)));
+    p.outstanding.push((MsgType::LEASE_ACQUIRE, None));
+    p.deliver(&Typed::new(MsgType::LEASE_ACQUIRE, fitz_wire::Reply::Ok(granted)));
+    let first = ready(p.e.poll_reply(&cx(), id)).unwrap();
+    assert_eq!(fitz_wire::lease::decode_acquire_reply(first.as_ref()).unwrap(), fitz_wire::Reply::Ok(queued));
+    let second = ready(p.e.poll_reply(&cx(), id)).unwrap();
+    assert_eq!(fitz_wire::lease::decode_acquire_deferred(second.as_ref()).unwrap(), fitz_wire::Reply::Ok(granted));
+    p.e.finish_request(id);
+    // The type is free again.
+    assert!(p.e.poll_request(&cx(), &acquire, 0, None).is_ready());
+}

@@ -21,6 +21,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::alloc_instead_of_core)]
 
+pub mod lease;
+pub mod rpc;
 mod transport;
 
 use std::future::Future;

@@ -35,7 +35,6 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         if MARKED.try_with(Cell::get).unwrap_or(false) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
-
         }
         unsafe { System.alloc(l) }
     }
@@ -75,8 +74,8 @@ fn rss_kib() -> u64 {
 #[test]
 fn zero_allocations_per_request_in_steady_state() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let broker = fitz_testkit::Broker::start_in_background(BrokerConfig::anonymous().with_dialect(Dialect::Current))
-        .unwrap();
+    let broker =
+        fitz_testkit::Broker::start_in_background(BrokerConfig::anonymous().with_dialect(Dialect::Current)).unwrap();
     let url = format!("tcp://{}", broker.tcp_addr().unwrap());
     let rt = client_runtime();
     rt.block_on(async move {
@@ -130,8 +129,8 @@ fn zero_allocations_per_request_in_steady_state() {
 #[test]
 fn a_million_notifications_to_a_stalled_subscriber_keep_memory_flat() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let broker = fitz_testkit::Broker::start_in_background(BrokerConfig::anonymous().with_dialect(Dialect::Current))
-        .unwrap();
+    let broker =
+        fitz_testkit::Broker::start_in_background(BrokerConfig::anonymous().with_dialect(Dialect::Current)).unwrap();
     let url = format!("tcp://{}", broker.tcp_addr().unwrap());
     let rt = client_runtime();
     rt.block_on(async move {
