@@ -1,0 +1,2 @@
+//! kv example (in progress).
+fn main() {}

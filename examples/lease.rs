@@ -1,0 +1,2 @@
+//! lease example (in progress).
+fn main() {}

@@ -1,0 +1,2 @@
+//! notice example (in progress).
+fn main() {}

@@ -1,0 +1,2 @@
+//! queue example (in progress).
+fn main() {}

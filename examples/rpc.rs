@@ -1,0 +1,2 @@
+//! rpc example (in progress).
+fn main() {}

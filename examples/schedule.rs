@@ -1,0 +1,2 @@
+//! schedule example (in progress).
+fn main() {}

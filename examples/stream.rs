@@ -1,0 +1,2 @@
+//! stream example (in progress).
+fn main() {}
