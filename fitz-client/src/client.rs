@@ -22,6 +22,61 @@ pub trait Shared: Clone {
     /// Now, in milliseconds of the driver's clock (same origin): request
     /// deadlines start from it.
     fn now_ms(&self) -> u64;
+    /// Something worth logging happened (the default ignores it). Called
+    /// outside the lock.
+    fn trace(&self, event: Trace<'_>) {
+        let _ = event;
+    }
+}
+
+/// What the client reports to a binding's logger ([`Shared::trace`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Trace<'a> {
+    /// The lifecycle state changed.
+    State(State),
+    /// A connection attempt failed (`reason` is the transport's error).
+    ConnectFailed {
+        /// Attempt number since the last successful connection.
+        attempt: u32,
+    },
+    /// Reconnecting after this delay.
+    Backoff {
+        /// Attempt number.
+        attempt: u32,
+        /// Delay in milliseconds.
+        delay_ms: u64,
+    },
+    /// Authenticated on a new connection.
+    Authenticated {
+        /// Dialect.
+        dialect: Dialect,
+        /// Capabilities.
+        capabilities: Capabilities,
+        /// Connection epoch.
+        epoch: u32,
+    },
+    /// A request was queued for sending.
+    Request {
+        /// Its type.
+        msg_type: fitz_wire::MsgType,
+        /// Its id.
+        id: RequestId,
+    },
+    /// A request ended: its reply was taken, or it failed.
+    Reply {
+        /// The request.
+        id: RequestId,
+        /// The failure, if it failed.
+        error: Option<&'a Error>,
+    },
+    /// A subscription was confirmed (`msg_type`: the subscribe type).
+    Subscribed {
+        /// The subscribe type.
+        msg_type: fitz_wire::MsgType,
+    },
+    /// The client stopped for good.
+    Stopped(crate::Stopped),
 }
 
 /// The received-bytes type of a handle.
@@ -120,6 +175,7 @@ impl<H: Shared> Client<H> {
             })
         })
         .await?;
+        self.h.trace(Trace::Request { msg_type: msg.msg_type(), id });
         Ok(Pending { h: self.h.clone(), id })
     }
 
@@ -159,6 +215,7 @@ impl<H: Shared> Client<H> {
         let id = self.h.with(|e| e.subscribe(msg))?;
         let sub = Subscription { h: self.h.clone(), id };
         poll_fn(|cx| self.h.with(|e| e.poll_subscribed(cx, id))).await?;
+        self.h.trace(Trace::Subscribed { msg_type: msg.msg_type() });
         Ok(sub)
     }
 
@@ -229,7 +286,9 @@ impl<H: Shared> Pending<H> {
     /// Waits for the reply (for a queued Lease ACQUIRE, call again for the
     /// deferred grant).
     pub async fn reply(&mut self) -> Result<BufOf<H>, Error> {
-        poll_fn(|cx| self.h.with(|e| e.poll_reply(cx, self.id))).await
+        let r = poll_fn(|cx| self.h.with(|e| e.poll_reply(cx, self.id))).await;
+        self.h.trace(Trace::Reply { id: self.id, error: r.as_ref().err() });
+        r
     }
 }
 

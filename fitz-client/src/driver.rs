@@ -7,7 +7,7 @@ use core::task::Poll;
 
 use embassy_futures::select::{Either, Either4, select, select4};
 
-use crate::client::{BufOf, Shared};
+use crate::client::{BufOf, Shared, Trace};
 use crate::engine::Core;
 use crate::error::Error;
 use crate::session::State;
@@ -145,6 +145,7 @@ where
     let mut token = [0u8; TOKEN_MAX];
     loop {
         if h.with(|e| e.is_closed()) {
+            h.trace(Trace::Stopped(Stopped::Closed));
             return Stopped::Closed;
         }
         h.with(|e| e.connecting());
@@ -170,6 +171,7 @@ where
                     e.disconnected();
                     e.close_with(Stopped::AuthenticationFailed);
                 });
+                h.trace(Trace::Stopped(Stopped::AuthenticationFailed));
                 return Stopped::AuthenticationFailed;
             }
             Some(Ok(((mut rx, mut tx), hash, n))) => {
@@ -186,9 +188,10 @@ where
                     failures = 0;
                 }
             }
-            None => {}
+            None => h.trace(Trace::ConnectFailed { attempt: failures.saturating_add(1) }),
         }
         if h.with(|e| e.is_closed()) {
+            h.trace(Trace::Stopped(Stopped::Closed));
             return Stopped::Closed;
         }
         failures = failures.saturating_add(1);
@@ -198,9 +201,12 @@ where
                 e.disconnected();
                 e.close_with(why);
             });
+            h.trace(Trace::Stopped(why));
             return why;
         }
-        let wake_at = clock.now_ms().saturating_add(policy.delay(failures, random()));
+        let delay_ms = policy.delay(failures, random());
+        h.trace(Trace::Backoff { attempt: failures, delay_ms });
+        let wake_at = clock.now_ms().saturating_add(delay_ms);
         // A close during the backoff ends it at once.
         let closed = poll_fn(|cx| {
             h.with(|e| {
@@ -213,6 +219,7 @@ where
             })
         });
         if let Either::First(()) = select(closed, clock.sleep_until(wake_at)).await {
+            h.trace(Trace::Stopped(Stopped::Closed));
             return Stopped::Closed;
         }
     }
@@ -312,13 +319,18 @@ where
                 })
             })
             .await;
-            let (changes, state, closed) = h.with(|e| (e.state_changes(), e.state(), e.is_closed()));
+            let (changes, state, closed, dialect, epoch) =
+                h.with(|e| (e.state_changes(), e.state(), e.is_closed(), e.dialect(), e.epoch()));
             seen = changes;
+            h.trace(Trace::State(state));
             if closed {
                 return Over::Closed;
             }
-            if state == State::Authenticated {
+            if state == State::Authenticated && !*authenticated {
                 *authenticated = true;
+                if let Some((dialect, capabilities)) = dialect {
+                    h.trace(Trace::Authenticated { dialect, capabilities, epoch });
+                }
             }
         }
     };

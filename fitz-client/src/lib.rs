@@ -35,7 +35,7 @@ mod error;
 pub mod ops;
 mod session;
 
-pub use client::{BufOf, Client, Pending, Shared, Subscription};
+pub use client::{BufOf, Client, Pending, Shared, Subscription, Trace};
 pub use engine::{Buf, Core, Engine, Item, SUBSCRIBE_MAX, Stats, Stopped, SubId};
 pub use error::{Capacity, Error, FAULT_MESSAGE_MAX, Fault};
 pub use session::{Config, DialectMode, Event, FailReason, ProtocolError, RequestError, RequestId, Session, State};

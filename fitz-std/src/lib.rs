@@ -72,6 +72,33 @@ impl fitz_client::Shared for Handle {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.1.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
+
+    fn trace(&self, event: fitz_client::Trace<'_>) {
+        use fitz_client::Trace;
+        // Each macro checks its callsite's interest first: without a
+        // subscriber this is a load and a branch.
+        match event {
+            Trace::State(state) => tracing::debug!(target: "fitz", ?state, "state"),
+            Trace::ConnectFailed { attempt } => tracing::warn!(target: "fitz", attempt, "connect failed"),
+            Trace::Backoff { attempt, delay_ms } => {
+                tracing::info!(target: "fitz", attempt, delay_ms, "reconnecting after backoff");
+            }
+            Trace::Authenticated { dialect, capabilities, epoch } => {
+                tracing::info!(target: "fitz", ?dialect, capabilities = capabilities.0, epoch, "authenticated");
+            }
+            Trace::Request { msg_type, id } => {
+                tracing::trace!(target: "fitz::request", msg_type = msg_type.0, slot = id.slot(), epoch = id.epoch(), "sent");
+            }
+            Trace::Reply { id, error: None } => {
+                tracing::trace!(target: "fitz::request", slot = id.slot(), epoch = id.epoch(), "reply");
+            }
+            Trace::Reply { id, error: Some(e) } => {
+                tracing::debug!(target: "fitz::request", slot = id.slot(), epoch = id.epoch(), error = %e, "failed");
+            }
+            Trace::Subscribed { msg_type } => tracing::debug!(target: "fitz", msg_type = msg_type.0, "subscribed"),
+            Trace::Stopped(why) => tracing::info!(target: "fitz", ?why, "stopped"),
+        }
+    }
 }
 
 /// The core client type of this binding: every domain API lives on it.
@@ -256,9 +283,10 @@ impl Builder {
                 seed ^= seed << 17;
                 seed as u32
             };
-            tracing::debug!(%url, "fitz connection task started");
-            let why = driver::run(h, connector, clock, tokens, policy, random, spare).await;
-            tracing::debug!(?why, "fitz connection task ended");
+            let span = tracing::info_span!(target: "fitz", "fitz.connection", %url);
+            let _ =
+                tracing::Instrument::instrument(driver::run(h, connector, clock, tokens, policy, random, spare), span)
+                    .await;
         });
         Ok(Client(Arc::new(Inner { core: fitz_client::Client::new(handle), task: Mutex::new(Some(task)) })))
     }
