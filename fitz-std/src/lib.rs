@@ -42,6 +42,8 @@ pub use fitz_client::{self as core, Capacity, Error, Fault, Item};
 pub fn engine_size() -> usize {
     std::mem::size_of::<StdEngine>()
 }
+/// The rustls version fitz-std is built with (for [`Builder::tls_config`]).
+pub use rustls;
 pub use transport::{Endpoint, TransportError};
 
 /// Requests in flight at once (the correlation table).
@@ -145,6 +147,7 @@ pub struct Builder {
     max_frame: u32,
     keepalive: Option<Duration>,
     heartbeat: Duration,
+    tls: transport::TlsSettings,
 }
 
 impl Builder {
@@ -234,9 +237,39 @@ impl Builder {
         self
     }
 
+    /// Trusts `der`, a DER-encoded CA certificate, for `wss://` besides the
+    /// built-in webpki roots: a private or test CA whose certificates the
+    /// broker (or the TLS proxy in front of it) presents. May be called
+    /// more than once; every certificate given is trusted.
+    ///
+    /// The certificate is checked when the client starts: one that does
+    /// not parse makes [`Builder::connect`] and [`Builder::start`] fail
+    /// with [`Error::Invalid`]`("TLS root certificate")`, whatever the
+    /// URL's scheme. Not used when a whole configuration is given with
+    /// [`Builder::tls_config`].
+    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.tls.extra_roots.push(rustls::pki_types::CertificateDer::from(der.into()));
+        self
+    }
+
+    /// Uses `cfg` as it is for `wss://`, instead of the default one (the
+    /// ring provider, the safe default protocol versions, the webpki roots
+    /// plus those of [`Builder::add_root_certificate`], which `cfg`
+    /// replaces: put extra roots in its own root store). Use it for client
+    /// certificates, a custom certificate verifier or another crypto
+    /// provider; `cfg` is a rustls 0.23 configuration, the version this
+    /// crate depends on.
+    pub fn tls_config(mut self, cfg: Arc<rustls::ClientConfig>) -> Self {
+        self.tls.config = Some(cfg);
+        self
+    }
+
     /// Starts the connection task and waits until the client is
-    /// authenticated (or fails: a bad URL, or the first connection could
-    /// not be made within the connect timeout and reconnecting is off).
+    /// authenticated (or fails: a bad URL or root certificate, or the
+    /// first connection could not be made within the connect timeout and
+    /// reconnecting is off; the reason of each failed attempt, e.g. an
+    /// untrusted broker certificate, is logged by `tracing` at warn
+    /// level).
     pub async fn connect(self) -> Result<Client, Error> {
         let client = self.start()?;
         let mut state = client.state();
@@ -258,16 +291,19 @@ impl Builder {
     /// the client is authenticated.
     pub fn start(self) -> Result<Client, Error> {
         let endpoint = Endpoint::parse(&self.url).map_err(|_| Error::Invalid("broker URL"))?;
+        let connector = transport::Connector::new(transport::TransportConfig {
+            endpoint,
+            max_frame: self.max_frame,
+            keepalive: self.keepalive,
+            heartbeat: self.heartbeat,
+            tls: self.tls,
+        })
+        .map_err(|e| {
+            tracing::warn!(target: "fitz", error = %e, "TLS configuration refused");
+            Error::Invalid("TLS root certificate")
+        })?;
         let origin = Instant::now();
         let handle = Handle(build_engine(self.cfg, self.tx_buffer)?, origin);
-        let connector = transport::Connector {
-            cfg: transport::TransportConfig {
-                endpoint,
-                max_frame: self.max_frame,
-                keepalive: self.keepalive,
-                heartbeat: self.heartbeat,
-            },
-        };
         let clock = TokioClock(origin);
         let spare = vec![0u8; self.tx_buffer].into_boxed_slice();
         fitz_client::Shared::with(&handle, |e| fitz_client::Core::set_in_flight_limit(e, self.in_flight));
@@ -350,6 +386,7 @@ impl Client {
             max_frame: fitz_wire::frame::BROKER_MAX_FRAME,
             keepalive: Some(Duration::from_secs(30)),
             heartbeat: Duration::from_secs(20),
+            tls: transport::TlsSettings::default(),
         }
     }
 

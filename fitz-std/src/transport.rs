@@ -1,6 +1,8 @@
 //! Transports: TCP (`tcp://host:port`), WebSocket (`ws://…/ws`) and
-//! WebSocket over TLS (`wss://…`, rustls with the webpki roots). They move
-//! whole frames and nothing else; framing rules come from fitz-wire.
+//! WebSocket over TLS (`wss://…`, rustls with the ring provider, trusting
+//! the webpki roots plus any roots the builder added, or a client
+//! configuration given whole). They move whole frames and nothing else;
+//! framing rules come from fitz-wire.
 
 use std::io;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use fitz_client::driver::{self, FrameRx, FrameTx};
 use fitz_wire::frame::{self, TcpFrame};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -51,7 +54,9 @@ pub enum TransportError {
     Io(io::Error),
     /// WebSocket or TLS error.
     Ws(tokio_tungstenite::tungstenite::Error),
-    /// TLS configuration error.
+    /// TLS error: the configuration was refused (a root certificate that
+    /// does not parse), or the handshake failed (the broker's certificate
+    /// is not trusted, has expired, names another host…).
     Tls(rustls::Error),
     /// The broker sent a malformed or oversized frame prefix.
     Frame(fitz_wire::FrameError),
@@ -84,19 +89,44 @@ pub(crate) struct TransportConfig {
     pub(crate) max_frame: u32,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) heartbeat: Duration,
+    pub(crate) tls: TlsSettings,
+}
+
+/// What `wss://` trusts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsSettings {
+    /// DER-encoded CA certificates trusted besides the webpki roots.
+    pub(crate) extra_roots: Vec<CertificateDer<'static>>,
+    /// A complete client configuration, used as it is (`extra_roots` are
+    /// then not used).
+    pub(crate) config: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Opens connections for the driver.
 pub(crate) struct Connector {
-    pub(crate) cfg: TransportConfig,
+    cfg: TransportConfig,
+    /// The TLS client configuration, built once; `None` when the endpoint
+    /// does not use TLS.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-impl driver::Connector for Connector {
-    type Rx = Rx;
-    type Tx = Tx;
-    type Error = TransportError;
+impl Connector {
+    /// Checks the settings and builds the TLS configuration once, so that a
+    /// root certificate that does not parse fails here, before any
+    /// connection attempt. It is built for `wss://` and whenever roots
+    /// were added, whatever the scheme, so that a bad one never goes
+    /// unnoticed.
+    pub(crate) fn new(cfg: TransportConfig) -> Result<Self, TransportError> {
+        let wss = matches!(&cfg.endpoint, Endpoint::Ws(url) if url.starts_with("wss://"));
+        let tls = if wss || !cfg.tls.extra_roots.is_empty() {
+            Some(tls_config(&cfg.tls).map_err(TransportError::Tls)?)
+        } else {
+            None
+        };
+        Ok(Connector { cfg, tls })
+    }
 
-    async fn connect(&mut self) -> Result<(Rx, Tx), TransportError> {
+    async fn open(&self) -> Result<(Rx, Tx), TransportError> {
         match &self.cfg.endpoint {
             Endpoint::Tcp(addr) => {
                 let s = TcpStream::connect(addr.as_str()).await.map_err(TransportError::Io)?;
@@ -111,14 +141,13 @@ impl driver::Connector for Connector {
                 Ok((rx, Tx::Tcp(w)))
             }
             Endpoint::Ws(url) => {
-                let tls = tokio_tungstenite::Connector::Rustls(Arc::new(tls_config().map_err(TransportError::Tls)?));
+                let tls = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
                 let mut ws_cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
                 ws_cfg.max_message_size = usize::try_from(self.cfg.max_frame).ok();
                 ws_cfg.max_frame_size = usize::try_from(self.cfg.max_frame).ok();
-                let (ws, _) =
-                    tokio_tungstenite::connect_async_tls_with_config(url.as_str(), Some(ws_cfg), true, Some(tls))
-                        .await
-                        .map_err(TransportError::Ws)?;
+                let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url.as_str(), Some(ws_cfg), true, tls)
+                    .await
+                    .map_err(ws_connect_error)?;
                 if let MaybeTlsStream::Plain(s) = ws.get_ref() {
                     tune(s, self.cfg.keepalive)?;
                 }
@@ -128,6 +157,35 @@ impl driver::Connector for Connector {
                 Ok((Rx::Ws { stream, sink: sink.clone(), heartbeat, max: self.cfg.max_frame }, Tx::Ws(sink)))
             }
         }
+    }
+}
+
+impl driver::Connector for Connector {
+    type Rx = Rx;
+    type Tx = Tx;
+    type Error = TransportError;
+
+    async fn connect(&mut self) -> Result<(Rx, Tx), TransportError> {
+        let opened = self.open().await;
+        if let Err(e) = &opened {
+            // The driver only counts failed attempts: say why this one failed.
+            tracing::warn!(target: "fitz", error = %e, "transport connect failed");
+        }
+        opened
+    }
+}
+
+/// Sorts a failed WebSocket connect: a TLS handshake failure arrives as an
+/// I/O error wrapping the rustls error, and is reported as
+/// [`TransportError::Tls`].
+fn ws_connect_error(e: tokio_tungstenite::tungstenite::Error) -> TransportError {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e {
+        WsError::Io(io) => match io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            Some(tls) => TransportError::Tls(tls.clone()),
+            None => TransportError::Ws(WsError::Io(io)),
+        },
+        e => TransportError::Ws(e),
     }
 }
 
@@ -142,14 +200,25 @@ fn tune(s: &TcpStream, keepalive: Option<Duration>) -> Result<(), TransportError
     Ok(())
 }
 
-fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+/// The client configuration for `wss://`: the one given whole, else the
+/// ring provider with the safe default protocol versions, trusting the
+/// webpki roots and the extra roots.
+fn tls_config(settings: &TlsSettings) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    if let Some(cfg) = &settings.config {
+        return Ok(cfg.clone());
+    }
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for der in &settings.extra_roots {
+        roots.add(der.clone())?;
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
