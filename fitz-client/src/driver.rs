@@ -89,11 +89,22 @@ pub struct Reconnect {
     pub max_attempts: Option<u32>,
     /// Connect timeout per attempt.
     pub connect_timeout_ms: u64,
+    /// Failed attempts allowed before the first successful connection
+    /// (`None` = as `max_attempts`): a client that never reached the
+    /// broker can fail fast while one that lost it keeps trying.
+    pub first_connect_attempts: Option<u32>,
 }
 
 impl Default for Reconnect {
     fn default() -> Self {
-        Reconnect { enabled: true, initial_ms: 100, max_ms: 10_000, max_attempts: None, connect_timeout_ms: 10_000 }
+        Reconnect {
+            enabled: true,
+            initial_ms: 100,
+            max_ms: 10_000,
+            max_attempts: None,
+            connect_timeout_ms: 10_000,
+            first_connect_attempts: None,
+        }
     }
 }
 
@@ -141,6 +152,7 @@ where
     A: TokenProvider,
 {
     let mut failures: u32 = 0;
+    let mut ever_authenticated = false;
     let mut refused: Option<u64> = None;
     let mut token = [0u8; TOKEN_MAX];
     loop {
@@ -186,6 +198,7 @@ where
                     refused = Some(hash);
                 } else if authenticated {
                     failures = 0;
+                    ever_authenticated = true;
                 }
             }
             None => h.trace(Trace::ConnectFailed { attempt: failures.saturating_add(1) }),
@@ -195,7 +208,8 @@ where
             return Stopped::Closed;
         }
         failures = failures.saturating_add(1);
-        if !policy.enabled || policy.max_attempts.is_some_and(|m| failures > m) {
+        let first_exhausted = !ever_authenticated && policy.first_connect_attempts.is_some_and(|m| failures >= m);
+        if !policy.enabled || policy.max_attempts.is_some_and(|m| failures > m) || first_exhausted {
             let why = if auth_failed { Stopped::AuthenticationFailed } else { Stopped::GaveUp };
             h.with(|e| {
                 e.disconnected();

@@ -102,6 +102,9 @@ pub enum Error {
     /// Authentication failed and the token provider returned the token
     /// that was refused; the client does not retry it.
     AuthenticationFailed,
+    /// No connection to the broker could be made (refused, unreachable,
+    /// TLS failure, connect timeout) and the reconnect policy gave up.
+    Unreachable,
 }
 
 /// Which fixed table or storage was full.
@@ -150,6 +153,7 @@ impl fmt::Display for Error {
             Error::Unsupported(what) => write!(f, "not supported by this broker: {what}"),
             Error::Invalid(what) => write!(f, "invalid argument: {what}"),
             Error::AuthenticationFailed => f.write_str("authentication failed"),
+            Error::Unreachable => f.write_str("no connection to the broker (the reconnect policy gave up)"),
         }
     }
 }

@@ -265,12 +265,15 @@ impl Builder {
     }
 
     /// Starts the connection task and waits until the client is
-    /// authenticated (or fails: a bad URL or root certificate, or the
-    /// first connection could not be made within the connect timeout and
-    /// reconnecting is off; the reason of each failed attempt, e.g. an
-    /// untrusted broker certificate, is logged by `tracing` at warn
-    /// level).
-    pub async fn connect(self) -> Result<Client, Error> {
+    /// authenticated. Fails with [`Error::Unreachable`] when the first
+    /// connection cannot be made (one attempt within the connect timeout,
+    /// unless [`Reconnect::first_connect_attempts`] says otherwise; the
+    /// reason, e.g. an untrusted certificate, is logged by `tracing` at
+    /// warn level), [`Error::AuthenticationFailed`] when the token is
+    /// refused, [`Error::Invalid`] for a bad URL or root certificate. Once
+    /// connected, the reconnect policy applies.
+    pub async fn connect(mut self) -> Result<Client, Error> {
+        self.reconnect.first_connect_attempts.get_or_insert(1);
         let client = self.start()?;
         let mut state = client.state();
         loop {
@@ -279,7 +282,8 @@ impl Builder {
                 State::Closed => {
                     return Err(match client.stopped() {
                         Some(Stopped::AuthenticationFailed) => Error::AuthenticationFailed,
-                        _ => Error::Closed,
+                        Some(Stopped::GaveUp) => Error::Unreachable,
+                        Some(Stopped::Closed) | None => Error::Closed,
                     });
                 }
                 s => state = client.changed(s).await,

@@ -167,7 +167,12 @@ async fn refused_token_is_never_resent() {
         let counter = calls.clone();
         let r = Client::builder(broker.tcp_url().unwrap())
             .settle_window(Duration::from_millis(300))
-            .reconnect(Reconnect { initial_ms: 10, max_ms: 50, ..Reconnect::default() })
+            .reconnect(Reconnect {
+                initial_ms: 10,
+                max_ms: 50,
+                first_connect_attempts: Some(5),
+                ..Reconnect::default()
+            })
             .token_provider(move || {
                 counter.fetch_add(1, Ordering::SeqCst);
                 let t = bad.clone();
@@ -180,12 +185,18 @@ async fn refused_token_is_never_resent() {
         // same token; never sent again.
         assert_eq!(calls.load(Ordering::SeqCst), 2, "{dialect:?}");
 
-        // A provider that comes up with a fresh token is retried with it.
+        // A provider that comes up with a fresh token is retried with it
+        // (connect() allows more than its default single first attempt).
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let c = Client::builder(broker.tcp_url().unwrap())
             .settle_window(Duration::from_millis(300))
-            .reconnect(Reconnect { initial_ms: 10, max_ms: 50, ..Reconnect::default() })
+            .reconnect(Reconnect {
+                initial_ms: 10,
+                max_ms: 50,
+                first_connect_attempts: Some(3),
+                ..Reconnect::default()
+            })
             .token_provider(move || {
                 let n = counter.fetch_add(1, Ordering::SeqCst);
                 let t = if n == 0 {
@@ -238,4 +249,20 @@ async fn gives_up_after_the_configured_attempts() {
     rig.relay.cut_all();
     wait_state(&c, State::Closed).await;
     assert_eq!(c.stopped(), Some(Stopped::GaveUp));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_nothing_fails_fast_as_unreachable() {
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let r = tokio::time::timeout(T, Client::builder(format!("tcp://127.0.0.1:{port}")).connect()).await.unwrap();
+    assert_eq!(r.err(), Some(Error::Unreachable));
+    // start() keeps trying in the background instead.
+    let c = Client::builder(format!("tcp://127.0.0.1:{port}"))
+        .reconnect(Reconnect { initial_ms: 5, max_ms: 10, ..Reconnect::default() })
+        .start()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_ne!(c.state(), State::Closed, "still trying");
+    c.close().await;
 }

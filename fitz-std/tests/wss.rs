@@ -185,7 +185,7 @@ async fn untrusted_certificate_fails_the_connect() {
     let outcome = tokio::time::timeout(WAIT, Client::builder(&url).reconnect(one_attempt()).no_reconnect().connect())
         .await
         .expect("a refused certificate must fail promptly");
-    assert_eq!(outcome.err(), Some(Error::Closed));
+    assert_eq!(outcome.err(), Some(Error::Unreachable));
 
     // Why it failed: the transport reported the rustls verdict, typed as
     // TransportError::Tls (displayed "tls: …"), not a socket error.
