@@ -22,6 +22,10 @@
 //! - [`Client`] and [`driver::run`]: the async API and the connection loop,
 //!   generic over the binding's lock ([`Shared`]), transport
 //!   ([`driver::Connector`]), clock and token provider.
+//! - [`ops`]: the seven domain APIs on [`Client`] (`client.kv()`,
+//!   `.queue()`, `.rpc()`, `.lease()`, `.notice()`, `.stream()`,
+//!   `.schedule()`), which build requests, refuse locally what the dialect or
+//!   capabilities do not allow, and return views of the received bytes.
 //!
 //! Memory is the `Engine` value and the caller's buffers, fixed at compile
 //! time.

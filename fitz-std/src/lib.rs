@@ -25,6 +25,11 @@ pub mod lease;
 pub mod rpc;
 mod transport;
 
+/// The workspace README's examples compile (`cargo test --doc`).
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 use std::future::Future;
 use std::ops::Deref;
 use std::pin::Pin;
