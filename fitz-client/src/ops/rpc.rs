@@ -123,6 +123,9 @@ pub struct Chunk<P> {
     pub body: P,
 }
 
+/// ERR_RPC_TIMEOUT: the broker's deadline for a call passed.
+const RPC_TIMEOUT: u32 = 6001;
+
 /// A call in flight: its response chunks, in order.
 ///
 /// Dropping it before the last chunk abandons the call; with
@@ -174,9 +177,9 @@ impl<H: Shared> Call<H> {
     }
 
     /// The next chunk; `None` after the last one. A terminal error chunk
-    /// (codes 6001–6013, from the broker or the worker) is returned as
-    /// [`Error::Server`]; the call's deadline as [`Error::Timeout`]. After
-    /// an error the call has ended.
+    /// (codes 6002–6013, from the broker or the worker) is returned as
+    /// [`Error::Server`]; the call's deadline, local or the broker's (6001),
+    /// as [`Error::Timeout`]. After an error the call has ended.
     pub async fn next(&mut self) -> Option<Result<Chunk<BufOf<H>>, Error>> {
         loop {
             let payload = match poll_fn(|cx| self.poll_item(cx)).await? {
@@ -199,6 +202,10 @@ impl<H: Shared> Call<H> {
                 self.done = true;
             }
             return Some(match resp.terminal_error() {
+                // The broker's deadline for the call (the budget sent with
+                // it, or its own default) is a timeout like the local one:
+                // whichever comes first, the caller sees the same error.
+                Some(e) if e.code == Some(RPC_TIMEOUT) => Err(Error::Timeout),
                 Some(e) => Err(Error::Server(Fault::new(&e, MsgType::RPC_REQUEST))),
                 None => Ok(Chunk { sequence: resp.sequence, last: resp.stream_end(), body: payload.part(resp.body) }),
             });
