@@ -36,6 +36,7 @@ mod client;
 pub mod driver;
 mod engine;
 mod error;
+pub mod io;
 pub mod ops;
 mod session;
 

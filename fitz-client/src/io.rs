@@ -1,0 +1,142 @@
+//! Fitz-over-TCP on any [`embedded_io_async`] byte stream: the transport a
+//! binding gets for free when its socket implements `Read` and `Write`
+//! (embassy-net's `TcpSocket`, tokio through `embedded-io-adapters`).
+//!
+//! Received frames are copied once, out of the fixed receive buffer into a
+//! [`Copied`] of at most `M` bytes, which replies and deliveries share parts
+//! of; a frame larger than `M` (or than the receive buffer) ends the
+//! connection with [`IoError::FrameTooLarge`]. Nothing allocates.
+
+use embedded_io_async::{Read, Write};
+use fitz_wire::frame::{self, TcpFrame};
+
+use crate::driver::{FrameRx, FrameTx};
+use crate::engine::Buf;
+
+/// An owned copy of (part of) a received frame, in fixed storage of `M`
+/// bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Copied<const M: usize> {
+    bytes: heapless::Vec<u8, M>,
+}
+
+impl<const M: usize> Copied<M> {
+    /// A copy of `bytes`, or `None` if they do not fit.
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        heapless::Vec::from_slice(bytes).ok().map(|bytes| Copied { bytes })
+    }
+}
+
+impl<const M: usize> core::fmt::Debug for Copied<M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Copied({} bytes)", self.bytes.len())
+    }
+}
+
+impl<const M: usize> AsRef<[u8]> for Copied<M> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl<const M: usize> Buf for Copied<M> {
+    fn part(&self, sub: &[u8]) -> Self {
+        // `sub` is part of `self`, so it always fits.
+        Copied::new(sub).unwrap_or_else(|| Copied { bytes: heapless::Vec::new() })
+    }
+}
+
+/// Why an embedded-io transport failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum IoError<E> {
+    /// The stream's own error.
+    Io(E),
+    /// The peer closed the stream.
+    Closed,
+    /// A malformed frame prefix.
+    Frame(fitz_wire::FrameError),
+    /// A frame larger than the receive buffer or than `M`.
+    FrameTooLarge {
+        /// Its length.
+        len: usize,
+    },
+}
+
+/// The receiving half: a fixed buffer of `RX` bytes, frames handed out as
+/// [`Copied<M>`].
+pub struct TcpRx<R, const RX: usize, const M: usize> {
+    r: R,
+    buf: [u8; RX],
+    /// Bytes `start..end` of `buf` are received and not yet handed out.
+    start: usize,
+    end: usize,
+}
+
+impl<R: Read, const RX: usize, const M: usize> TcpRx<R, RX, M> {
+    /// Frames from `r`.
+    pub fn new(r: R) -> Self {
+        TcpRx { r, buf: [0; RX], start: 0, end: 0 }
+    }
+}
+
+impl<R: Read, const RX: usize, const M: usize> FrameRx for TcpRx<R, RX, M> {
+    type Buf = Copied<M>;
+    type Error = IoError<R::Error>;
+
+    async fn recv(&mut self) -> Result<Copied<M>, Self::Error> {
+        let max = u32::try_from(RX.min(M)).unwrap_or(u32::MAX);
+        loop {
+            let pending = self.buf.get(self.start..self.end).unwrap_or(&[]);
+            match frame::decode_tcp(pending, max) {
+                Ok(TcpFrame::Complete { frame, consumed }) => {
+                    let copy = Copied::new(frame).ok_or(IoError::FrameTooLarge { len: frame.len() })?;
+                    self.start += consumed;
+                    return Ok(copy);
+                }
+                Ok(TcpFrame::Incomplete { .. }) => {}
+                Err(fitz_wire::FrameError::TooLarge { len, .. }) => {
+                    return Err(IoError::FrameTooLarge { len: usize::try_from(len).unwrap_or(usize::MAX) });
+                }
+                Err(e) => return Err(IoError::Frame(e)),
+            }
+            // Move the partial frame to the front, then read more. Bytes
+            // read stay in the buffer if this future is dropped.
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let room = self.buf.get_mut(self.end..).unwrap_or(&mut []);
+            if room.is_empty() {
+                return Err(IoError::FrameTooLarge { len: RX });
+            }
+            match self.r.read(room).await {
+                Ok(0) => return Err(IoError::Closed),
+                Ok(n) => self.end += n,
+                Err(e) => return Err(IoError::Io(e)),
+            }
+        }
+    }
+}
+
+/// The sending half: writes the engine's frames as they are (TCP framing).
+pub struct TcpTx<W> {
+    w: W,
+}
+
+impl<W: Write> TcpTx<W> {
+    /// Frames to `w`.
+    pub fn new(w: W) -> Self {
+        TcpTx { w }
+    }
+}
+
+impl<W: Write> FrameTx for TcpTx<W> {
+    type Error = IoError<W::Error>;
+
+    async fn send(&mut self, frames: &[u8]) -> Result<(), Self::Error> {
+        self.w.write_all(frames).await.map_err(IoError::Io)?;
+        self.w.flush().await.map_err(IoError::Io)
+    }
+}
