@@ -133,7 +133,8 @@ fn token_hash(t: &[u8]) -> u64 {
 /// Runs the client's connection until it is closed or gives up: connects,
 /// sends CONNECT with a fresh token, moves frames both ways, runs timers,
 /// and reconnects with backoff. `spare` is the second transmit buffer (as
-/// large as the engine's). `random` feeds the backoff jitter.
+/// large as the engine's: a smaller one fails every connection). `random`
+/// feeds the backoff jitter.
 #[allow(clippy::large_futures)]
 pub async fn run<H, C, K, A>(
     h: H,
@@ -289,7 +290,9 @@ where
                 return Over::Closed;
             }
             let n = h.with(|e| e.take_tx(spare));
-            let Some(bytes) = spare.as_ref().get(..n) else { return Over::Tx };
+            // A spare smaller than the engine's buffer cannot take its
+            // bytes: a binding bug, reported instead of spinning.
+            let Some(bytes) = spare.as_ref().get(..n).filter(|b| !b.is_empty()) else { return Over::Tx };
             if tx.send(bytes).await.is_err() {
                 return Over::Tx;
             }

@@ -266,3 +266,37 @@ async fn connect_to_nothing_fails_fast_as_unreachable() {
     assert_ne!(c.state(), State::Closed, "still trying");
     c.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_heartbeat_detects_a_silent_broker() {
+    for dialect in [Dialect::Legacy, Dialect::Current] {
+        let rig = Rig::new(dialect, true).await;
+        let c = rig.builder().heartbeat(Duration::from_millis(200)).connect().await.unwrap();
+        let epoch = c.epoch();
+        // The connection stays open but nothing gets through any more (no
+        // close, no reset): only the heartbeat can tell.
+        rig.relay.set_delay(Duration::from_secs(30));
+        let t = std::time::Instant::now();
+        tokio::time::timeout(T, async {
+            let mut s = c.state();
+            while s == State::Authenticated {
+                s = c.changed(s).await;
+            }
+        })
+        .await
+        .expect("the heartbeat must notice the silent connection");
+        let noticed = t.elapsed();
+        // Traffic flows again: the client is back on a new connection.
+        rig.relay.set_delay(Duration::ZERO);
+        rig.relay.cut_all();
+        tokio::time::timeout(T, async {
+            while !(c.state() == State::Authenticated && c.epoch() != epoch) {
+                c.changed(c.state()).await;
+            }
+        })
+        .await
+        .expect("reconnected after the silence");
+        eprintln!("{dialect:?}: silence noticed after {noticed:?}");
+        c.close().await;
+    }
+}
