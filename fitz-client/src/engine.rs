@@ -208,6 +208,8 @@ pub struct Engine<P, T, const N: usize, const S: usize, const Q: usize> {
     /// Requests tasks may have in flight at once (at most `N`).
     limit: usize,
     stats: Stats,
+    /// Sent as SESSION_METADATA on every connection that allows it.
+    service_name: heapless::String<128>,
 }
 
 /// Counters of the request path.
@@ -277,6 +279,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
             closed: None,
             limit: N,
             stats: Stats::default(),
+            service_name: heapless::String::new(),
         }
     }
 
@@ -338,6 +341,11 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
     /// tables wait for, wake the timer and state watchers.
     fn after_session(&mut self) {
         if core::mem::take(&mut self.t.just_authenticated) {
+            // The service name goes first, before any restore or request.
+            if !self.service_name.is_empty() && self.session.capabilities().contains(Capabilities::SESSION_METADATA) {
+                let name = self.service_name.clone();
+                let _ = self.queue_frame(&fitz_wire::control::SessionMetadata { service_name: &name });
+            }
             let mut n = 0;
             for reg in self.t.regs.iter_mut() {
                 match reg.state {
@@ -470,6 +478,12 @@ pub trait Core {
     /// Caps the requests tasks may have in flight (1 to `N`); requests
     /// beyond it wait for one to finish.
     fn set_in_flight_limit(&mut self, limit: usize);
+
+    /// The service name sent as SESSION_METADATA (WIRE.md §B4) right after
+    /// SERVER_HELLO on every connection that advertises
+    /// `CAP_SESSION_METADATA`. Trimmed; 1–128 bytes without control
+    /// characters, else [`Error::Invalid`].
+    fn set_service_name(&mut self, name: &str) -> Result<(), Error>;
 
     /// Counters of the request path.
     fn stats(&self) -> Stats;
@@ -641,6 +655,12 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
 
     fn stats(&self) -> Stats {
         self.stats
+    }
+
+    fn set_service_name(&mut self, name: &str) -> Result<(), Error> {
+        let name = fitz_wire::control::SessionMetadata::validate_name(name).ok_or(Error::Invalid("service name"))?;
+        self.service_name = heapless::String::try_from(name).map_err(|_| Error::Invalid("service name"))?;
+        Ok(())
     }
 
     fn stopped(&self) -> Option<Stopped> {

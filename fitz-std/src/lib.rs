@@ -149,6 +149,7 @@ pub struct Builder {
     cfg: Config,
     tx_buffer: usize,
     in_flight: usize,
+    service_name: Option<String>,
     max_frame: u32,
     keepalive: Option<Duration>,
     heartbeat: Duration,
@@ -220,6 +221,15 @@ impl Builder {
     /// more wait for one to finish instead of failing.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.in_flight = n.clamp(1, REQUEST_SLOTS);
+        self
+    }
+
+    /// A service name the broker shows for this client's sessions
+    /// (SESSION_METADATA, sent when the broker advertises it). 1–128 bytes
+    /// after trimming, no control characters: otherwise connecting fails
+    /// with [`Error::Invalid`].
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = Some(name.into());
         self
     }
 
@@ -315,7 +325,13 @@ impl Builder {
         let handle = Handle(build_engine(self.cfg, self.tx_buffer)?, origin);
         let clock = TokioClock(origin);
         let spare = vec![0u8; self.tx_buffer].into_boxed_slice();
-        fitz_client::Shared::with(&handle, |e| fitz_client::Core::set_in_flight_limit(e, self.in_flight));
+        fitz_client::Shared::with(&handle, |e| {
+            fitz_client::Core::set_in_flight_limit(e, self.in_flight);
+            match &self.service_name {
+                Some(name) => fitz_client::Core::set_service_name(e, name),
+                None => Ok(()),
+            }
+        })?;
         let h = handle.clone();
         let (policy, tokens) = (self.reconnect, Tokens(self.tokens));
         let url = self.url.clone();
@@ -392,6 +408,7 @@ impl Client {
             cfg: Config::default(),
             tx_buffer: 256 * 1024,
             in_flight: REQUEST_SLOTS,
+            service_name: None,
             max_frame: fitz_wire::frame::BROKER_MAX_FRAME,
             keepalive: Some(Duration::from_secs(30)),
             heartbeat: Duration::from_secs(20),

@@ -300,3 +300,30 @@ async fn websocket_heartbeat_detects_a_silent_broker() {
         c.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_name_is_sent_on_every_connection_that_allows_it() {
+    for dialect in [Dialect::Current, Dialect::Legacy] {
+        let rig = Rig::new(dialect, false).await;
+        let c = rig.builder().service_name("  orders-worker ").connect().await.unwrap();
+        // A request after CONNECT: SESSION_METADATA went before it.
+        c.kv().begin("kv://acme/meta/r", TxMode::ReadOnly).await.unwrap().rollback().await.unwrap();
+        let expected: Vec<String> = if dialect == Dialect::Current { vec!["orders-worker".into()] } else { Vec::new() };
+        assert_eq!(rig.broker.session_names(), expected, "{dialect:?}");
+        // Again after a reconnect.
+        let epoch = c.epoch();
+        rig.relay.cut_all();
+        tokio::time::timeout(T, async {
+            while !(c.state() == State::Authenticated && c.epoch() != epoch) {
+                c.changed(c.state()).await;
+            }
+        })
+        .await
+        .unwrap();
+        c.kv().begin("kv://acme/meta/r", TxMode::ReadOnly).await.unwrap().rollback().await.unwrap();
+        assert_eq!(rig.broker.session_names(), expected, "{dialect:?} after the reconnect");
+        c.close().await;
+    }
+    let bad = Client::builder("tcp://127.0.0.1:1").service_name("bad\u{7}name").start().err();
+    assert_eq!(bad, Some(Error::Invalid("service name")));
+}

@@ -166,6 +166,15 @@ impl Broker {
         self.shared.world().core.sessions.len()
     }
 
+    /// The service names connected sessions declared with SESSION_METADATA
+    /// (current dialect), sorted.
+    pub fn session_names(&self) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.shared.world().core.sessions.values().filter_map(|s| s.name.clone()).collect();
+        names.sort();
+        names
+    }
+
     /// Moves a [`ClockMode::Manual`] clock forward and runs every
     /// time-driven action that became due.
     pub fn advance(&self, by: Duration) {
