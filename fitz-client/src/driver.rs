@@ -40,7 +40,7 @@ pub trait FrameTx {
     type Error: core::fmt::Debug;
     /// Writes `frames`: one or more whole frames, each with its TCP length
     /// prefix (a WebSocket transport sends each frame without the prefix
-    /// as one binary message; [`crate::tcp_frames`] splits them).
+    /// as one binary message; [`tcp_frames`] splits them).
     async fn send(&mut self, frames: &[u8]) -> Result<(), Self::Error>;
 }
 

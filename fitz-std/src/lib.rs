@@ -440,6 +440,14 @@ impl Client {
     }
 }
 
+// Checked at compile time: a Client crosses tasks and threads.
+const _: () = {
+    const fn shareable<T: Send + Sync + Clone + 'static>() {}
+    shareable::<Client>();
+    const fn sendable<T: Send + 'static>() {}
+    sendable::<Subscription>();
+};
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // The last clone is gone: stop the connection task.

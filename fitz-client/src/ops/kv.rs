@@ -1,12 +1,16 @@
 //! KV transactions (WIRE.md §8.1, §B5).
 
+use core::future::poll_fn;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
 use fitz_wire::kv::{self as wire, Durability, Mode};
 use fitz_wire::{Capabilities, Dialect, MsgType, Payload};
 
 use crate::client::{BufOf, Client, Shared, Subscription};
-use crate::engine::{Buf, Item};
+use crate::engine::Buf;
 use crate::error::Error;
-use crate::ops::{RouteBuf, ok, own_route};
+use crate::ops::{RouteBuf, ok, own_route, poll_record};
 
 pub use fitz_wire::kv::{Durability as Persistence, Mode as TxMode};
 
@@ -273,26 +277,33 @@ pub struct Changes<H: Shared> {
 }
 
 impl<H: Shared> Changes<H> {
-    /// The next change; `None` once the subscription ended, an error if it
-    /// ended abnormally (e.g. [`Error::Backpressure`]). Restores after a
-    /// reconnect are skipped.
+    /// Polls the next change; `None` once the subscription ended, an error
+    /// if it ended abnormally (e.g. [`Error::Backpressure`]). Restores after
+    /// a reconnect are skipped. (`Changes` is also a `futures_core::Stream`
+    /// of the same items.)
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Change<BufOf<H>>, Error>>> {
+        poll_record(&mut self.sub, cx, |payload| match wire::Notify::decode(payload.as_ref()) {
+            Ok(n) => Ok(Change { mutation_count: n.mutation_count, payload: payload.clone() }),
+            Err(e) => Err(Error::Decode(e)),
+        })
+    }
+
+    /// The next change (see [`Changes::poll_next`]). Cancel-safe: dropping
+    /// the future loses no change.
     pub async fn next(&mut self) -> Option<Result<Change<BufOf<H>>, Error>> {
-        loop {
-            match self.sub.next().await? {
-                Ok(Item::Record { payload, .. }) => {
-                    return Some(match wire::Notify::decode(payload.as_ref()) {
-                        Ok(n) => Ok(Change { mutation_count: n.mutation_count, payload: payload.clone() }),
-                        Err(e) => Err(Error::Decode(e)),
-                    });
-                }
-                Ok(Item::Restored) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// The raw subscription (restore notices included).
     pub fn into_inner(self) -> Subscription<H> {
         self.sub
+    }
+}
+
+impl<H: Shared + Unpin> futures_core::Stream for Changes<H> {
+    type Item = Result<Change<BufOf<H>>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Changes::poll_next(self.get_mut(), cx)
     }
 }

@@ -12,6 +12,10 @@
 //! features: on a legacy connection they fail with [`Error::Unsupported`]
 //! and nothing is sent.
 
+use core::future::poll_fn;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
 use fitz_wire::lease::{self as wire, ListItem};
 use fitz_wire::route::{self, Scheme};
 use fitz_wire::{Dialect, EncodeError, MsgType, Payload, Reader};
@@ -20,7 +24,7 @@ use crate::client::{BufOf, Client, Shared, Subscription};
 use crate::engine::{Buf, Item};
 use crate::error::{Error, Fault};
 use crate::ops::queue::{request_fresh, with_wait};
-use crate::ops::{RouteBuf, ok, own_route};
+use crate::ops::{RouteBuf, ok, own_route, poll_record};
 
 pub use fitz_wire::lease::{AcquireStatus, ListCursor, MAX_OWNER_ID_LEN, MAX_WAIT_SECONDS};
 
@@ -507,22 +511,31 @@ pub struct Watch<H: Shared> {
 }
 
 impl<H: Shared> Watch<H> {
-    /// The next change; `None` once the watch ended, an error if it ended
-    /// abnormally (e.g. [`Error::Backpressure`]). Restores after a
-    /// reconnect are skipped.
+    /// Polls the next change; `None` once the watch ended, an error if it
+    /// ended abnormally (e.g. [`Error::Backpressure`]). Restores after a
+    /// reconnect are skipped. (`Watch` is also a `futures_core::Stream` of
+    /// the same items.)
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Changed<BufOf<H>>, Error>>> {
+        poll_record(&mut self.sub, cx, |payload| changed(&payload).map_err(Error::Decode))
+    }
+
+    /// The next change (see [`Watch::poll_next`]). Cancel-safe: dropping
+    /// the future loses no change.
     pub async fn next(&mut self) -> Option<Result<Changed<BufOf<H>>, Error>> {
-        loop {
-            match self.sub.next().await? {
-                Ok(Item::Record { payload, .. }) => return Some(changed(&payload).map_err(Error::Decode)),
-                Ok(Item::Restored) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// The raw subscription (restore notices included).
     pub fn into_inner(self) -> Subscription<H> {
         self.sub
+    }
+}
+
+impl<H: Shared + Unpin> futures_core::Stream for Watch<H> {
+    type Item = Result<Changed<BufOf<H>>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Watch::poll_next(self.get_mut(), cx)
     }
 }
 

@@ -3,8 +3,12 @@
 //! dialect and capabilities allow, and decodes the reply into views of the
 //! received bytes ([`crate::Buf`] parts, no copies).
 
+use core::task::{Context, Poll, ready};
+
 use fitz_wire::{DecodeError, MsgType, Reply};
 
+use crate::client::{BufOf, Shared, Subscription};
+use crate::engine::Item;
 use crate::error::{Capacity, Error, Fault};
 
 pub mod kv;
@@ -30,5 +34,27 @@ pub(crate) fn ok<T>(r: Result<Reply<'_, T>, DecodeError>, request: MsgType) -> R
     match r? {
         Reply::Ok(v) => Ok(v),
         Reply::Err(e) => Err(Error::Server(Fault::new(&e, request))),
+    }
+}
+
+/// Polls `sub` for its next record, skipping restores (the subscription was
+/// registered again after a reconnect), and turns the record's payload into
+/// a typed item with `decode`: what the `poll_next` of every typed
+/// subscription does. `None` once the subscription ended; an error ends it.
+///
+/// Cancel-safe: a record is taken from the subscriber's queue only in the
+/// poll that returns it.
+pub(crate) fn poll_record<H: Shared, T>(
+    sub: &mut Subscription<H>,
+    cx: &mut Context<'_>,
+    decode: impl FnOnce(BufOf<H>) -> Result<T, Error>,
+) -> Poll<Option<Result<T, Error>>> {
+    loop {
+        match ready!(sub.poll_next(cx)) {
+            None => return Poll::Ready(None),
+            Some(Ok(Item::Record { payload, .. })) => return Poll::Ready(Some(decode(payload))),
+            Some(Ok(Item::Restored)) => continue,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+        }
     }
 }

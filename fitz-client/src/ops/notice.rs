@@ -6,14 +6,18 @@
 //! §10.3), the last one to leave sends UNSUBSCRIBE (by id), and they are
 //! restored after a reconnect.
 
+use core::future::poll_fn;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
 use fitz_wire::notice as wire;
 use fitz_wire::route::{self, Scheme};
 use fitz_wire::{MsgType, Payload};
 
 use crate::client::{BufOf, Client, Shared, Subscription};
-use crate::engine::{Buf, Item};
+use crate::engine::Buf;
 use crate::error::Error;
-use crate::ops::ok;
+use crate::ops::{ok, poll_record};
 
 /// Notice operations of a client: `client.notice()`.
 pub struct Notice<'c, H> {
@@ -100,23 +104,22 @@ pub struct Notices<H: Shared> {
 }
 
 impl<H: Shared> Notices<H> {
-    /// The next notice; `None` once the subscription ended (e.g. after
-    /// [`Notice::unsubscribe_all`]), an error if it ended abnormally (e.g.
-    /// [`Error::Backpressure`]). Restores after a reconnect are skipped
-    /// (notices published while disconnected are lost).
+    /// Polls the next notice; `None` once the subscription ended (e.g.
+    /// after [`Notice::unsubscribe_all`]), an error if it ended abnormally
+    /// (e.g. [`Error::Backpressure`]). Restores after a reconnect are
+    /// skipped (notices published while disconnected are lost). (`Notices`
+    /// is also a `futures_core::Stream` of the same items.)
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Notification<BufOf<H>>, Error>>> {
+        poll_record(&mut self.sub, cx, |payload| match wire::Notify::decode(payload.as_ref()) {
+            Ok(n) => Ok(Notification { body: payload.part(n.body), payload }),
+            Err(e) => Err(Error::Decode(e)),
+        })
+    }
+
+    /// The next notice (see [`Notices::poll_next`]). Cancel-safe: dropping
+    /// the future loses no notice.
     pub async fn next(&mut self) -> Option<Result<Notification<BufOf<H>>, Error>> {
-        loop {
-            match self.sub.next().await? {
-                Ok(Item::Record { payload, .. }) => {
-                    return Some(match wire::Notify::decode(payload.as_ref()) {
-                        Ok(n) => Ok(Notification { body: payload.part(n.body), payload }),
-                        Err(e) => Err(Error::Decode(e)),
-                    });
-                }
-                Ok(Item::Restored) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// Leaves the subscription (the same as dropping it).
@@ -127,5 +130,13 @@ impl<H: Shared> Notices<H> {
     /// The raw subscription (restore notices included).
     pub fn into_inner(self) -> Subscription<H> {
         self.sub
+    }
+}
+
+impl<H: Shared + Unpin> futures_core::Stream for Notices<H> {
+    type Item = Result<Notification<BufOf<H>>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Notices::poll_next(self.get_mut(), cx)
     }
 }

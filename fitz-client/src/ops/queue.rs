@@ -10,14 +10,18 @@
 //! realm/area/resource, so routes and patterns are checked locally first
 //! ([`Error::Invalid`]); the broker stays authoritative for the rest.
 
+use core::future::poll_fn;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
 use fitz_wire::queue::{self as wire, ReserveLayout};
 use fitz_wire::route::{self, Scheme};
 use fitz_wire::{MsgType, Payload};
 
 use crate::client::{BufOf, Client, Pending, Shared, Subscription};
-use crate::engine::{Buf, Item};
+use crate::engine::Buf;
 use crate::error::Error;
-use crate::ops::{RouteBuf, ok, own_route};
+use crate::ops::{RouteBuf, ok, own_route, poll_record};
 
 pub use fitz_wire::queue::CountersForm;
 
@@ -332,32 +336,39 @@ pub struct Availability<H: Shared> {
 }
 
 impl<H: Shared> Availability<H> {
-    /// The next notification; `None` once the subscription ended, an error
-    /// if it ended abnormally (e.g. [`Error::Backpressure`]). Restores
-    /// after a reconnect are skipped.
+    /// Polls the next notification; `None` once the subscription ended, an
+    /// error if it ended abnormally (e.g. [`Error::Backpressure`]).
+    /// Restores after a reconnect are skipped. (`Availability` is also a
+    /// `futures_core::Stream` of the same items.)
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Available<BufOf<H>>, Error>>> {
+        poll_record(&mut self.sub, cx, |payload| match wire::Notify::decode(payload.as_ref()) {
+            Ok(n) => Ok(Available {
+                ready: n.ready,
+                delayed: n.delayed,
+                inflight: n.inflight,
+                form: n.form,
+                payload: payload.clone(),
+            }),
+            Err(e) => Err(Error::Decode(e)),
+        })
+    }
+
+    /// The next notification (see [`Availability::poll_next`]).
+    /// Cancel-safe: dropping the future loses no notification.
     pub async fn next(&mut self) -> Option<Result<Available<BufOf<H>>, Error>> {
-        loop {
-            match self.sub.next().await? {
-                Ok(Item::Record { payload, .. }) => {
-                    return Some(match wire::Notify::decode(payload.as_ref()) {
-                        Ok(n) => Ok(Available {
-                            ready: n.ready,
-                            delayed: n.delayed,
-                            inflight: n.inflight,
-                            form: n.form,
-                            payload: payload.clone(),
-                        }),
-                        Err(e) => Err(Error::Decode(e)),
-                    });
-                }
-                Ok(Item::Restored) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// The raw subscription (restore notices included).
     pub fn into_inner(self) -> Subscription<H> {
         self.sub
+    }
+}
+
+impl<H: Shared + Unpin> futures_core::Stream for Availability<H> {
+    type Item = Result<Available<BufOf<H>>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Availability::poll_next(self.get_mut(), cx)
     }
 }

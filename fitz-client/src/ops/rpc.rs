@@ -14,7 +14,8 @@
 //! invocation.
 
 use core::future::poll_fn;
-use core::task::{Context, Poll};
+use core::pin::Pin;
+use core::task::{Context, Poll, ready};
 
 use fitz_wire::rpc::{self as wire, CancelReason, RpcCancel, RpcLifecycle, WorkerExtension};
 use fitz_wire::{Capabilities, Encode, MsgType, Payload};
@@ -176,40 +177,48 @@ impl<H: Shared> Call<H> {
         Poll::Ready(Some(Err(Error::ConnectionLost)))
     }
 
-    /// The next chunk; `None` after the last one. A terminal error chunk
-    /// (codes 6002–6013, from the broker or the worker) is returned as
+    /// Polls the next chunk; `None` after the last one. A terminal error
+    /// chunk (codes 6002–6013, from the broker or the worker) is returned as
     /// [`Error::Server`]; the call's deadline, local or the broker's (6001),
-    /// as [`Error::Timeout`]. After an error the call has ended.
-    pub async fn next(&mut self) -> Option<Result<Chunk<BufOf<H>>, Error>> {
+    /// as [`Error::Timeout`]. After an error the call has ended. (`Call` is
+    /// also a `futures_core::Stream` of the same items.)
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Chunk<BufOf<H>>, Error>>> {
         loop {
-            let payload = match poll_fn(|cx| self.poll_item(cx)).await? {
-                Ok(Item::Record { msg_type: MsgType::RPC_RESPONSE, payload }) => payload,
+            let payload = match ready!(self.poll_item(cx)) {
+                None => return Poll::Ready(None),
+                Some(Ok(Item::Record { msg_type: MsgType::RPC_RESPONSE, payload })) => payload,
                 // A late answer to a cancel, or anything else: not data.
-                Ok(_) => continue,
-                Err(e) => {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
                     self.done = true;
-                    return Some(Err(e));
+                    return Poll::Ready(Some(Err(e)));
                 }
             };
             let resp = match wire::Response::decode(payload.as_ref()) {
                 Ok(r) => r,
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(Error::Decode(e)));
+                    return Poll::Ready(Some(Err(Error::Decode(e))));
                 }
             };
             if resp.stream_end() {
                 self.done = true;
             }
-            return Some(match resp.terminal_error() {
+            return Poll::Ready(Some(match resp.terminal_error() {
                 // The broker's deadline for the call (the budget sent with
                 // it, or its own default) is a timeout like the local one:
                 // whichever comes first, the caller sees the same error.
                 Some(e) if e.code == Some(RPC_TIMEOUT) => Err(Error::Timeout),
                 Some(e) => Err(Error::Server(Fault::new(&e, MsgType::RPC_REQUEST))),
                 None => Ok(Chunk { sequence: resp.sequence, last: resp.stream_end(), body: payload.part(resp.body) }),
-            });
+            }));
         }
+    }
+
+    /// The next chunk (see [`Call::poll_next`]). Cancel-safe: dropping the
+    /// future loses no chunk.
+    pub async fn next(&mut self) -> Option<Result<Chunk<BufOf<H>>, Error>> {
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// The body of the first chunk: the reply of a one-shot call. If the
@@ -264,6 +273,14 @@ impl<H: Shared> Call<H> {
     /// cancel answers of type 305).
     pub fn into_inner(self) -> Subscription<H> {
         self.sub
+    }
+}
+
+impl<H: Shared + Unpin> futures_core::Stream for Call<H> {
+    type Item = Result<Chunk<BufOf<H>>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Call::poll_next(self.get_mut(), cx)
     }
 }
 
@@ -428,33 +445,41 @@ impl<H: Shared> Worker<H> {
         self.ext
     }
 
-    /// The next event; `None` once the registration ended normally, an
-    /// error if it ended abnormally (e.g. [`Error::Backpressure`] when
-    /// requests were not taken fast enough, or a refused restore).
-    pub async fn next(&mut self) -> Option<Result<WorkerEvent<H>, Error>> {
+    /// Polls the next event; `None` once the registration ended normally,
+    /// an error if it ended abnormally (e.g. [`Error::Backpressure`] when
+    /// requests were not taken fast enough, or a refused restore). (`Worker`
+    /// is also a `futures_core::Stream` of the same items.)
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WorkerEvent<H>, Error>>> {
         loop {
-            let item = match self.sub.next().await? {
-                Ok(item) => item,
-                Err(e) => return Some(Err(e)),
+            let item = match ready!(self.sub.poll_next(cx)) {
+                None => return Poll::Ready(None),
+                Some(Ok(item)) => item,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
             };
             match item {
                 Item::Restored => {
                     self.epoch = self.c.epoch();
-                    return Some(Ok(WorkerEvent::Restored));
+                    return Poll::Ready(Some(Ok(WorkerEvent::Restored)));
                 }
                 Item::Record { msg_type: MsgType::RPC_REQUEST, payload } => {
                     if let Some(inv) = self.invocation(payload) {
-                        return Some(Ok(WorkerEvent::Request(inv)));
+                        return Poll::Ready(Some(Ok(WorkerEvent::Request(inv))));
                     }
                 }
                 Item::Record { msg_type: MsgType::RPC_LIFECYCLE, payload } => {
                     if let Ok(RpcLifecycle::Signal { invocation_id, reason }) = RpcLifecycle::decode(payload.as_ref()) {
-                        return Some(Ok(WorkerEvent::Cancelled(Cancellation { invocation_id, reason })));
+                        return Poll::Ready(Some(Ok(WorkerEvent::Cancelled(Cancellation { invocation_id, reason }))));
                     }
                 }
                 Item::Record { .. } => {}
             }
         }
+    }
+
+    /// The next event (see [`Worker::poll_next`]). Cancel-safe: dropping
+    /// the future loses no event.
+    pub async fn next(&mut self) -> Option<Result<WorkerEvent<H>, Error>> {
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// Decodes an inbound REQUEST; a malformed one never reaches a handler.
@@ -479,5 +504,13 @@ impl<H: Shared> Worker<H> {
     /// The raw registration (REQUEST and RPC_LIFECYCLE records, restores).
     pub fn into_inner(self) -> Subscription<H> {
         self.sub
+    }
+}
+
+impl<H: Shared + Unpin> futures_core::Stream for Worker<H> {
+    type Item = Result<WorkerEvent<H>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Worker::poll_next(self.get_mut(), cx)
     }
 }

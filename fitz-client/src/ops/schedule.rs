@@ -16,13 +16,17 @@
 //! route family. [`ListPage::matching`] and [`ListV2Page::matching`] keep
 //! the entries a pattern matches.
 
+use core::future::poll_fn;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
 use fitz_wire::schedule::{self as wire, LIST_MAX_LIMIT};
 use fitz_wire::{Dialect, MsgType, Payload};
 
 use crate::client::{BufOf, Client, Shared, Subscription};
-use crate::engine::{Buf, Core, Item};
+use crate::engine::{Buf, Core};
 use crate::error::Error;
-use crate::ops::ok;
+use crate::ops::{ok, poll_record};
 use crate::session::State;
 
 pub use fitz_wire::schedule::{DeliveryMode, Entry as Definition};
@@ -285,25 +289,32 @@ pub struct Fires<H: Shared> {
 }
 
 impl<H: Shared> Fires<H> {
-    /// The next fire; `None` once the subscription ended, an error if it
-    /// ended abnormally. Restores after a reconnect are skipped.
+    /// Polls the next fire; `None` once the subscription ended, an error if
+    /// it ended abnormally. Restores after a reconnect are skipped.
+    /// (`Fires` is also a `futures_core::Stream` of the same items.)
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Fire<BufOf<H>>, Error>>> {
+        poll_record(&mut self.sub, cx, |payload| match wire::Notify::decode(payload.as_ref()) {
+            Ok(n) => Ok(Fire { route: payload.part(n.route.as_bytes()), payload: payload.part(n.payload) }),
+            Err(e) => Err(Error::Decode(e)),
+        })
+    }
+
+    /// The next fire (see [`Fires::poll_next`]). Cancel-safe: dropping the
+    /// future loses no fire.
     pub async fn next(&mut self) -> Option<Result<Fire<BufOf<H>>, Error>> {
-        loop {
-            match self.sub.next().await? {
-                Ok(Item::Record { payload, .. }) => {
-                    return Some(match wire::Notify::decode(payload.as_ref()) {
-                        Ok(n) => Ok(Fire { route: payload.part(n.route.as_bytes()), payload: payload.part(n.payload) }),
-                        Err(e) => Err(Error::Decode(e)),
-                    });
-                }
-                Ok(Item::Restored) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// The raw subscription (restore notices included).
     pub fn into_inner(self) -> Subscription<H> {
         self.sub
+    }
+}
+
+impl<H: Shared + Unpin> futures_core::Stream for Fires<H> {
+    type Item = Result<Fire<BufOf<H>>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Fires::poll_next(self.get_mut(), cx)
     }
 }

@@ -21,14 +21,18 @@
 //! 512 bytes): a broker may close the connection on one it cannot split, so
 //! an invalid one fails with [`Error::Invalid`] and nothing is sent.
 
+use core::future::poll_fn;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
 use fitz_wire::route::{self, SelectorAxis};
 use fitz_wire::stream::{self as wire, PageLayout};
 use fitz_wire::{MsgType, Payload, Reply};
 
 use crate::client::{BufOf, Client, Shared, Subscription};
-use crate::engine::{Buf, Item};
+use crate::engine::Buf;
 use crate::error::Error;
-use crate::ops::ok;
+use crate::ops::{ok, poll_record};
 
 pub use fitz_wire::stream::{
     CommitMode, FilterClause as Clause, FilteredReason, NotifySummary, StreamMetadata as Metadata,
@@ -699,26 +703,33 @@ pub struct Notifications<H: Shared> {
 }
 
 impl<H: Shared> Notifications<H> {
-    /// The next notification; `None` once the subscription ended, an error
-    /// if it ended abnormally. Restores after a reconnect are skipped
+    /// Polls the next notification; `None` once the subscription ended, an
+    /// error if it ended abnormally. Restores after a reconnect are skipped
     /// (commits in between are not notified: read from your position).
+    /// (`Notifications` is also a `futures_core::Stream` of the same items.)
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Notification<BufOf<H>>, Error>>> {
+        poll_record(&mut self.sub, cx, |payload| match wire::Notify::decode(payload.as_ref()) {
+            Ok(_) => Ok(Notification { payload }),
+            Err(e) => Err(Error::Decode(e)),
+        })
+    }
+
+    /// The next notification (see [`Notifications::poll_next`]).
+    /// Cancel-safe: dropping the future loses no notification.
     pub async fn next(&mut self) -> Option<Result<Notification<BufOf<H>>, Error>> {
-        loop {
-            match self.sub.next().await? {
-                Ok(Item::Record { payload, .. }) => {
-                    return Some(match wire::Notify::decode(payload.as_ref()) {
-                        Ok(_) => Ok(Notification { payload }),
-                        Err(e) => Err(Error::Decode(e)),
-                    });
-                }
-                Ok(Item::Restored) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
+        poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// The raw subscription (restore notices included).
     pub fn into_inner(self) -> Subscription<H> {
         self.sub
+    }
+}
+
+impl<H: Shared + Unpin> futures_core::Stream for Notifications<H> {
+    type Item = Result<Notification<BufOf<H>>, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Notifications::poll_next(self.get_mut(), cx)
     }
 }
