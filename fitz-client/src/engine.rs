@@ -289,16 +289,22 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
         self.tx.as_ref().len()
     }
 
-    /// Appends an unlabelled frame with no reply. `Ok(false)`: no room now.
-    fn queue_frame<E: Encode + ?Sized>(&mut self, msg: &E) -> Result<bool, Error> {
-        let need = frame::frame_len(Transport::Tcp, false, msg);
+    /// Whether a frame of `msg` (labelled or not) fits the transmit buffer
+    /// now; an error if it never can.
+    fn fits<E: Encode + ?Sized>(&self, labelled: bool, msg: &E) -> Result<bool, Error> {
+        let need = frame::frame_len(Transport::Tcp, labelled, msg);
         if need > self.tx_cap() {
             return Err(Error::Capacity(Capacity::Frame));
         }
-        let Some(out) = self.tx.as_mut().get_mut(self.tx_len..) else { return Ok(false) };
-        if out.len() < need {
+        Ok(need <= self.tx_cap() - self.tx_len)
+    }
+
+    /// Appends an unlabelled frame with no reply. `Ok(false)`: no room now.
+    fn queue_frame<E: Encode + ?Sized>(&mut self, msg: &E) -> Result<bool, Error> {
+        if !self.fits(false, msg)? {
             return Ok(false);
         }
+        let out = self.tx.as_mut().get_mut(self.tx_len..).unwrap_or_default();
         match self.session.send(msg, out) {
             Ok(n) => {
                 self.tx_len += n;
@@ -314,15 +320,10 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
     /// Starts a request for the engine itself (no task waits): `Ok(None)`
     /// when it has to wait for room.
     fn internal_request<E: Encode + ?Sized>(&mut self, msg: &E, purpose: Purpose) -> Result<Option<RequestId>, Error> {
-        let labelled = self.session.labels(msg.msg_type());
-        let need = frame::frame_len(Transport::Tcp, labelled, msg);
-        if need > self.tx_cap() {
-            return Err(Error::Capacity(Capacity::Frame));
-        }
-        let Some(out) = self.tx.as_mut().get_mut(self.tx_len..) else { return Ok(None) };
-        if out.len() < need {
+        if !self.fits(self.session.labels(msg.msg_type()), msg)? {
             return Ok(None);
         }
+        let out = self.tx.as_mut().get_mut(self.tx_len..).unwrap_or_default();
         match self.session.request_with(self.now, msg, 0, false, out) {
             Ok((id, n)) => {
                 self.tx_len += n;
@@ -852,16 +853,14 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
             self.t.general.register(cx.waker());
             return Poll::Pending;
         }
-        let labelled = self.session.labels(msg.msg_type());
-        let need = frame::frame_len(Transport::Tcp, labelled, msg);
-        if need > self.tx_cap() {
-            return Poll::Ready(Err(Error::Capacity(Capacity::Frame)));
-        }
-        let free = self.tx_cap() - self.tx_len;
-        if need > free {
-            self.t.general.register(cx.waker());
-            wake(&mut self.writer);
-            return Poll::Pending;
+        match self.fits(self.session.labels(msg.msg_type()), msg) {
+            Err(e) => return Poll::Ready(Err(e)),
+            Ok(false) => {
+                self.t.general.register(cx.waker());
+                wake(&mut self.writer);
+                return Poll::Pending;
+            }
+            Ok(true) => {}
         }
         let out = self.tx.as_mut().get_mut(self.tx_len..).unwrap_or_default();
         match self.session.request_with(self.now, msg, timeout_ms, true, out) {

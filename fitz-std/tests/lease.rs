@@ -6,16 +6,13 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use fitz_std::core::State;
 use fitz_std::core::ops::lease::{AcquireStatus, ListCursor, Observed};
 use fitz_std::lease::{ManagedLease, Outcome};
 use fitz_std::{Client, Error};
-use fitz_testkit::relay::Relay;
 use fitz_testkit::{Broker, BrokerConfig, ClockMode, Dialect};
 use fitz_wire::{Domain, Envelope};
 
@@ -378,37 +375,6 @@ async fn observer_lists_then_follows() {
     .await;
 }
 
-/// A relay in front of the leg's listener, and a client connected through
-/// it with the leg's credentials.
-async fn through_relay(leg: &support::Leg) -> (Relay, Client) {
-    let (scheme, rest) = leg.url.split_once("://").unwrap();
-    let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-    let upstream: SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
-    let relay = Relay::start(upstream).await.unwrap();
-    let url = if scheme == "ws" { relay.ws_url(path) } else { relay.url_tcp() };
-    let b = Client::builder(url).settle_window(Duration::from_millis(150));
-    let b = match &leg.token {
-        Some(t) => b.token(t.clone()),
-        None => b.anonymous(),
-    };
-    (relay, b.connect().await.unwrap())
-}
-
-/// Waits until `c` runs on a connection newer than `epoch`.
-async fn reconnected(c: &Client, epoch: u32) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let s = c.state();
-            if s == State::Authenticated && c.epoch() != epoch {
-                return;
-            }
-            c.changed(s).await;
-        }
-    })
-    .await
-    .expect("no reconnect");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_lease_is_stale_after_reconnect() {
     let m = support::matrix().await;
@@ -416,14 +382,14 @@ async fn held_lease_is_stale_after_reconnect() {
         if leg.url.starts_with("wss") {
             return;
         }
-        let (relay, c) = through_relay(&leg).await;
+        let (relay, c) = leg.through_relay().await;
         let l = c.lease().owner("stale").timeout_ms(10_000);
         let route = leg.route("lease", "stale");
         let mut held = l.acquire(&route, 60).await.unwrap();
         let epoch = c.epoch();
 
         relay.cut_all();
-        reconnected(&c, epoch).await;
+        support::reconnected(&c, epoch).await;
         assert_eq!(held.renew().await.unwrap_err(), Error::StaleHandle);
         assert_eq!(held.release().await.unwrap_err(), Error::StaleHandle);
 

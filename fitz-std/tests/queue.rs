@@ -4,14 +4,10 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use fitz_std::core::State;
 use fitz_std::core::ops::queue::{CountersForm, Reserve};
 use fitz_std::{Client, Error};
-use fitz_testkit::relay::Relay;
-use fitz_testkit::tokens::TokenSpec;
 use fitz_testkit::{Broker, BrokerConfig, Dialect};
 use fitz_wire::{Domain, Envelope, MsgType};
 
@@ -23,21 +19,6 @@ const WAIT: Duration = Duration::from_secs(15);
 fn area(leg: &support::Leg, name: &str) -> String {
     let any = leg.route("queue", "x");
     format!("{}-{name}", any.strip_suffix("/x").unwrap())
-}
-
-fn token_with(permissions: &[&str]) -> String {
-    let mut spec = TokenSpec::official().with_permissions(permissions);
-    let env = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
-    if let Some(s) = env("FITZ_BROKER_JWT_HMAC_SECRET") {
-        spec.secret = s;
-    }
-    if let Some(a) = env("FITZ_BROKER_JWT_AUDIENCE") {
-        spec.audience = a;
-    }
-    if let Some(t) = env("FITZ_BROKER_JWT_TENANT") {
-        spec.tenant = t;
-    }
-    spec.sign()
 }
 
 fn bodies(page: &fitz_std::core::ops::queue::ReservedPage<fitz_std::Handle>) -> Vec<Vec<u8>> {
@@ -256,7 +237,7 @@ async fn error_paths() {
         if leg.token.is_some() {
             let ro = Client::builder(leg.url.clone())
                 .settle_window(Duration::from_millis(150))
-                .token(token_with(&["queue://**#read"]))
+                .token(support::token_with(&["queue://**#read"]))
                 .connect()
                 .await
                 .unwrap();
@@ -320,37 +301,6 @@ async fn injected_broker_errors() {
     }
 }
 
-/// A relay in front of the leg's listener, and a client connected through
-/// it with the leg's credentials.
-async fn through_relay(leg: &support::Leg) -> (Relay, Client) {
-    let (scheme, rest) = leg.url.split_once("://").unwrap();
-    let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-    let upstream: SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
-    let relay = Relay::start(upstream).await.unwrap();
-    let url = if scheme == "ws" || scheme == "wss" { relay.ws_url(path) } else { relay.url_tcp() };
-    let b = Client::builder(url).settle_window(Duration::from_millis(150));
-    let b = match &leg.token {
-        Some(t) => b.token(t.clone()),
-        None => b.anonymous(),
-    };
-    (relay, b.connect().await.unwrap())
-}
-
-/// Waits until `c` runs on a connection newer than `epoch`.
-async fn reconnected(c: &Client, epoch: u32) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let s = c.state();
-            if s == State::Authenticated && c.epoch() != epoch {
-                return;
-            }
-            c.changed(s).await;
-        }
-    })
-    .await
-    .expect("no reconnect");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_message_is_stale_after_reconnect() {
     let m = support::matrix().await;
@@ -358,7 +308,7 @@ async fn reserved_message_is_stale_after_reconnect() {
         if leg.url.starts_with("wss") {
             return;
         }
-        let (relay, c) = through_relay(&leg).await;
+        let (relay, c) = leg.through_relay().await;
         let q = c.queue().timeout_ms(10_000);
         let route = leg.route("queue", "stale");
         q.enqueue(&route, b"kept").await.unwrap();
@@ -368,7 +318,7 @@ async fn reserved_message_is_stale_after_reconnect() {
         assert_eq!(msg.epoch(), epoch);
 
         relay.cut_all();
-        reconnected(&c, epoch).await;
+        support::reconnected(&c, epoch).await;
         let e = msg.extend(30).await.unwrap_err();
         assert_eq!(e, Error::StaleHandle);
         let e = msg.complete().await.unwrap_err();

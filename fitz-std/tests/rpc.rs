@@ -5,20 +5,17 @@
 mod support;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use fitz_std::core::State;
 use fitz_std::rpc::{
     self, CAP_CANCELLATION, CancelStatus, Cancellation, Failure, Invocation, SignalReason, TerminalError, Worker,
     WorkerEvent,
 };
-use fitz_std::{Client, Error, Handle};
+use fitz_std::{Error, Handle};
 use fitz_testkit::Dialect;
-use fitz_testkit::relay::Relay;
 use fitz_wire::Domain;
 
 /// Generous bound for anything the broker should do promptly.
@@ -473,36 +470,6 @@ async fn worker_max_concurrent_is_respected() {
     .await;
 }
 
-/// A relay in front of the leg's listener, and a client connected through
-/// it with the leg's credentials.
-async fn through_relay(leg: &support::Leg) -> (Relay, Client) {
-    let (scheme, rest) = leg.url.split_once("://").unwrap();
-    let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-    let upstream: SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
-    let relay = Relay::start(upstream).await.unwrap();
-    let url = if scheme == "ws" { relay.ws_url(path) } else { relay.url_tcp() };
-    let b = Client::builder(url).settle_window(Duration::from_millis(150));
-    let b = match &leg.token {
-        Some(t) => b.token(t.clone()),
-        None => b.anonymous(),
-    };
-    (relay, b.connect().await.unwrap())
-}
-
-/// Waits until `c` runs on a connection newer than `epoch`.
-async fn reconnected(c: &Client, epoch: u32) {
-    within(async {
-        loop {
-            let s = c.state();
-            if s == State::Authenticated && c.epoch() != epoch {
-                return;
-            }
-            c.changed(s).await;
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_connections_end_calls_and_restore_workers() {
     let m = support::matrix().await;
@@ -516,7 +483,7 @@ async fn lost_connections_end_calls_and_restore_workers() {
         let cancellation = worker_client.has(CAP_CANCELLATION);
         let route = leg.route("rpc", "lost-caller");
         let mut w = worker_client.rpc().serve(&route, 1).await.unwrap();
-        let (relay, caller) = through_relay(&leg).await;
+        let (relay, caller) = leg.through_relay().await;
         // A first answered call: a session that never received a frame
         // would take the cut for a refused token (WIRE.md §5.3) and stop.
         let r = caller.rpc().timeout_ms(CALL_MS);
@@ -538,7 +505,7 @@ async fn lost_connections_end_calls_and_restore_workers() {
         } else {
             inv.responder.finish(b"unheard").await.unwrap();
         }
-        reconnected(&caller, epoch).await;
+        support::reconnected(&caller, epoch).await;
         let r = caller.rpc().timeout_ms(CALL_MS);
         let reply = r.call_once(&route, b"b", rpc::new_id());
         let (reply, ()) = tokio::join!(reply, async {
@@ -551,7 +518,7 @@ async fn lost_connections_end_calls_and_restore_workers() {
 
         // The worker's connection drops: the caller gets 6002, the worker
         // is registered again and its old invocation is stale.
-        let (relay, worker_client) = through_relay(&leg).await;
+        let (relay, worker_client) = leg.through_relay().await;
         let caller = leg.client().await;
         let route = leg.route("rpc", "lost-worker");
         let mut w = worker_client.rpc().serve(&route, 1).await.unwrap();
@@ -560,7 +527,7 @@ async fn lost_connections_end_calls_and_restore_workers() {
         let epoch = worker_client.epoch();
         relay.cut_all();
         assert_eq!(server_code(&within(call.next()).await.unwrap().unwrap_err()), Some(6002));
-        reconnected(&worker_client, epoch).await;
+        support::reconnected(&worker_client, epoch).await;
         assert!(matches!(within(w.next()).await.unwrap().unwrap(), WorkerEvent::Restored));
         assert_eq!(inv.responder.finish(b"stale").await.unwrap_err(), Error::StaleHandle);
         let r = caller.rpc().timeout_ms(CALL_MS);

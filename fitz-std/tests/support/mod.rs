@@ -25,6 +25,23 @@ pub struct Leg {
 }
 
 impl Leg {
+    /// A relay in front of this leg's listener, and a client connected
+    /// through it with the leg's credentials (for tests that cut the
+    /// connection).
+    pub async fn through_relay(&self) -> (fitz_testkit::relay::Relay, Client) {
+        let (scheme, rest) = self.url.split_once("://").unwrap();
+        let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+        let upstream: std::net::SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
+        let relay = fitz_testkit::relay::Relay::start(upstream).await.unwrap();
+        let url = if scheme == "tcp" { relay.url_tcp() } else { relay.ws_url(path) };
+        let b = Client::builder(url).settle_window(Duration::from_millis(150));
+        let b = match &self.token {
+            Some(t) => b.token(t.clone()),
+            None => b.anonymous(),
+        };
+        (relay, b.connect().await.unwrap())
+    }
+
     /// A connected client for this leg.
     pub async fn client(&self) -> Client {
         self.builder().connect().await.unwrap_or_else(|e| panic!("{}: connect: {e}", self.name))
@@ -73,7 +90,12 @@ fn env(name: &str) -> Option<String> {
 
 /// A valid token for the broker under test.
 pub fn valid_token() -> String {
-    let mut spec = TokenSpec::official();
+    token_with(&fitz_testkit::tokens::ALL_PERMISSIONS)
+}
+
+/// A valid token with only `permissions` (e.g. `queue://**#read`).
+pub fn token_with(permissions: &[&str]) -> String {
+    let mut spec = TokenSpec::official().with_permissions(permissions);
     if let Some(s) = env("FITZ_BROKER_JWT_HMAC_SECRET") {
         spec.secret = s;
     }
@@ -170,4 +192,19 @@ where
     }
     assert!(failed.is_empty(), "legs failed: {failed:?}");
     assert!(!m.legs.is_empty(), "no leg to run");
+}
+
+/// Waits (15 s at most) until `c` runs on a connection newer than `epoch`.
+pub async fn reconnected(c: &Client, epoch: u32) {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let s = c.state();
+            if s == fitz_std::core::State::Authenticated && c.epoch() != epoch {
+                return;
+            }
+            c.changed(s).await;
+        }
+    })
+    .await
+    .expect("no reconnect");
 }
