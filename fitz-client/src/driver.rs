@@ -44,17 +44,25 @@ pub trait FrameTx {
     async fn send(&mut self, frames: &[u8]) -> Result<(), Self::Error>;
 }
 
-/// Opens transports.
+/// Opens transports. The halves may borrow the connector (an embassy-net
+/// socket and its buffers live in it and are reused by every connection).
 #[allow(async_fn_in_trait)]
 pub trait Connector {
+    /// The received-frame type of [`Self::Rx`].
+    type Buf;
     /// Receiving half.
-    type Rx: FrameRx;
+    type Rx<'a>: FrameRx<Buf = Self::Buf>
+    where
+        Self: 'a;
     /// Sending half.
-    type Tx: FrameTx;
+    type Tx<'a>: FrameTx
+    where
+        Self: 'a;
     /// Connect error.
     type Error: core::fmt::Debug;
-    /// Opens a connection to the broker.
-    async fn connect(&mut self) -> Result<(Self::Rx, Self::Tx), Self::Error>;
+    /// Opens a connection to the broker. The halves of the previous
+    /// connection are dropped before this is called again.
+    async fn connect(&mut self) -> Result<(Self::Rx<'_>, Self::Tx<'_>), Self::Error>;
 }
 
 /// Supplies the token sent in CONNECT, fresh for every connection.
@@ -122,7 +130,8 @@ impl Reconnect {
 
 pub use crate::engine::Stopped;
 
-/// Size of the token buffer of [`run`].
+/// A token buffer size that fits any JWT a broker is likely to accept
+/// (the `token` buffer of [`run`] bounds the token a provider can write).
 pub const TOKEN_MAX: usize = 4096;
 
 /// Hash of a token (FNV-1a), to recognise a refused token without keeping it.
@@ -130,11 +139,24 @@ fn token_hash(t: &[u8]) -> u64 {
     t.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// The driver's own buffers, provided by the caller (static storage in
+/// firmware) so that the [`run`] future stays small.
+#[derive(Debug)]
+pub struct Buffers<'a, T> {
+    /// The second transmit buffer, swapped with the engine's on every
+    /// write: at least as large as the engine's (a smaller one fails every
+    /// connection).
+    pub spare: T,
+    /// Where the token provider writes each token; its length bounds the
+    /// token ([`TOKEN_MAX`] fits any likely JWT).
+    pub token: &'a mut [u8],
+}
+
 /// Runs the client's connection until it is closed or gives up: connects,
 /// sends CONNECT with a fresh token, moves frames both ways, runs timers,
-/// and reconnects with backoff. `spare` is the second transmit buffer (as
-/// large as the engine's: a smaller one fails every connection). `random`
-/// feeds the backoff jitter.
+/// and reconnects with backoff. `random` feeds the backoff jitter. Every
+/// buffer comes from the caller ([`Buffers`]), so the future itself stays
+/// small.
 #[allow(clippy::large_futures)]
 pub async fn run<H, C, K, A>(
     h: H,
@@ -143,19 +165,18 @@ pub async fn run<H, C, K, A>(
     mut tokens: A,
     policy: Reconnect,
     mut random: impl FnMut() -> u32,
-    mut spare: <H::Core as Core>::Tx,
+    buffers: Buffers<'_, <H::Core as Core>::Tx>,
 ) -> Stopped
 where
     H: Shared,
-    C: Connector,
-    C::Rx: FrameRx<Buf = BufOf<H>>,
+    C: Connector<Buf = BufOf<H>>,
     K: Clock,
     A: TokenProvider,
 {
     let mut failures: u32 = 0;
     let mut ever_authenticated = false;
     let mut refused: Option<u64> = None;
-    let mut token = [0u8; TOKEN_MAX];
+    let Buffers { mut spare, token } = buffers;
     loop {
         if h.with(|e| e.is_closed()) {
             h.trace(Trace::Stopped(Stopped::Closed));
@@ -164,7 +185,7 @@ where
         h.with(|e| e.connecting());
         let deadline = clock.now_ms().saturating_add(policy.connect_timeout_ms);
         let attempt = async {
-            let n = tokens.token(&mut token).await.ok()?;
+            let n = tokens.token(token).await.ok()?;
             let token = token.get(..n)?;
             if refused == Some(token_hash(token)) {
                 return Some(Err(Error::AuthenticationFailed));

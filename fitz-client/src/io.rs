@@ -63,31 +63,35 @@ pub enum IoError<E> {
     },
 }
 
-/// The receiving half: a fixed buffer of `RX` bytes, frames handed out as
+/// The receiving half: frames are assembled in the buffer `B` (an array, or
+/// a `&mut [u8]` the caller keeps in static storage) and handed out as
 /// [`Copied<M>`].
-pub struct TcpRx<R, const RX: usize, const M: usize> {
+pub struct TcpRx<R, B, const M: usize> {
     r: R,
-    buf: [u8; RX],
+    buf: B,
     /// Bytes `start..end` of `buf` are received and not yet handed out.
     start: usize,
     end: usize,
 }
 
-impl<R: Read, const RX: usize, const M: usize> TcpRx<R, RX, M> {
-    /// Frames from `r`.
-    pub fn new(r: R) -> Self {
-        TcpRx { r, buf: [0; RX], start: 0, end: 0 }
+impl<R: Read, B: AsMut<[u8]>, const M: usize> TcpRx<R, B, M> {
+    /// Frames from `r`, assembled in `buf`. A frame longer than `buf`
+    /// (less its 4-byte prefix) cannot be received.
+    pub fn new(r: R, buf: B) -> Self {
+        TcpRx { r, buf, start: 0, end: 0 }
     }
 }
 
-impl<R: Read, const RX: usize, const M: usize> FrameRx for TcpRx<R, RX, M> {
+impl<R: Read, B: AsMut<[u8]>, const M: usize> FrameRx for TcpRx<R, B, M> {
     type Buf = Copied<M>;
     type Error = IoError<R::Error>;
 
     async fn recv(&mut self) -> Result<Copied<M>, Self::Error> {
-        let max = u32::try_from(RX.min(M)).unwrap_or(u32::MAX);
+        let cap = self.buf.as_mut().len();
+        let max = u32::try_from(cap.min(M)).unwrap_or(u32::MAX);
         loop {
-            let pending = self.buf.get(self.start..self.end).unwrap_or(&[]);
+            let buf = self.buf.as_mut();
+            let pending = buf.get(self.start..self.end).unwrap_or(&[]);
             match frame::decode_tcp(pending, max) {
                 Ok(TcpFrame::Complete { frame, consumed }) => {
                     let copy = Copied::new(frame).ok_or(IoError::FrameTooLarge { len: frame.len() })?;
@@ -103,13 +107,13 @@ impl<R: Read, const RX: usize, const M: usize> FrameRx for TcpRx<R, RX, M> {
             // Move the partial frame to the front, then read more. Bytes
             // read stay in the buffer if this future is dropped.
             if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
+                buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
             }
-            let room = self.buf.get_mut(self.end..).unwrap_or(&mut []);
+            let room = buf.get_mut(self.end..).unwrap_or(&mut []);
             if room.is_empty() {
-                return Err(IoError::FrameTooLarge { len: RX });
+                return Err(IoError::FrameTooLarge { len: cap });
             }
             match self.r.read(room).await {
                 Ok(0) => return Err(IoError::Closed),

@@ -48,14 +48,15 @@ impl Clock for TokioClock {
 struct Tcp(std::net::SocketAddr);
 
 impl Connector for Tcp {
-    type Rx = TcpRx<FromTokio<OwnedReadHalf>, 4096, M>;
-    type Tx = TcpTx<FromTokio<OwnedWriteHalf>>;
+    type Buf = Copied<M>;
+    type Rx<'a> = TcpRx<FromTokio<OwnedReadHalf>, [u8; 4096], M>;
+    type Tx<'a> = TcpTx<FromTokio<OwnedWriteHalf>>;
     type Error = std::io::Error;
-    async fn connect(&mut self) -> Result<(Self::Rx, Self::Tx), std::io::Error> {
+    async fn connect(&mut self) -> Result<(Self::Rx<'_>, Self::Tx<'_>), std::io::Error> {
         let s = TcpStream::connect(self.0).await?;
         s.set_nodelay(true)?;
         let (r, w) = s.into_split();
-        Ok((TcpRx::new(FromTokio::new(r)), TcpTx::new(FromTokio::new(w))))
+        Ok((TcpRx::new(FromTokio::new(r), [0; 4096]), TcpTx::new(FromTokio::new(w))))
     }
 }
 
@@ -64,8 +65,11 @@ async fn start(addr: std::net::SocketAddr) -> (Client<Handle>, tokio::task::Join
     let cfg = Config { settle_window_ms: 150, ..Config::default() };
     let h = Handle(Arc::new(Mutex::new(Engine::new(cfg, [0; 4096]))), origin);
     let client = Client::new(h.clone());
-    let task =
-        tokio::spawn(driver::run(h, Tcp(addr), TokioClock(origin), Anonymous, Reconnect::default(), || 4, [0u8; 4096]));
+    let task = tokio::spawn(async move {
+        let mut token = [0u8; 64];
+        let buffers = driver::Buffers { spare: [0u8; 4096], token: &mut token };
+        Box::pin(driver::run(h, Tcp(addr), TokioClock(origin), Anonymous, Reconnect::default(), || 4, buffers)).await
+    });
     tokio::time::timeout(Duration::from_secs(10), client.ready()).await.unwrap().unwrap();
     (client, task)
 }

@@ -336,6 +336,7 @@ impl Builder {
         let (policy, tokens) = (self.reconnect, Tokens(self.tokens));
         let url = self.url.clone();
         let task = tokio::spawn(async move {
+            let mut token = vec![0u8; driver::TOKEN_MAX];
             let mut seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
             let random = move || {
                 // xorshift: jitter only, not security.
@@ -345,9 +346,11 @@ impl Builder {
                 seed as u32
             };
             let span = tracing::info_span!(target: "fitz", "fitz.connection", %url);
-            let _ =
-                tracing::Instrument::instrument(driver::run(h, connector, clock, tokens, policy, random, spare), span)
-                    .await;
+            let _ = tracing::Instrument::instrument(
+                driver::run(h, connector, clock, tokens, policy, random, driver::Buffers { spare, token: &mut token }),
+                span,
+            )
+            .await;
         });
         Ok(Client(Arc::new(Inner { core: fitz_client::Client::new(handle), task: Mutex::new(Some(task)) })))
     }

@@ -161,8 +161,9 @@ impl Connector {
 }
 
 impl driver::Connector for Connector {
-    type Rx = Rx;
-    type Tx = Tx;
+    type Buf = Bytes;
+    type Rx<'a> = Rx;
+    type Tx<'a> = Tx;
     type Error = TransportError;
 
     async fn connect(&mut self) -> Result<(Rx, Tx), TransportError> {
