@@ -65,6 +65,25 @@ pub trait Connector {
     async fn connect(&mut self) -> Result<(Self::Rx<'_>, Self::Tx<'_>), Self::Error>;
 }
 
+/// A borrowed connector connects as the connector does: the caller keeps
+/// it (and can shut its socket down) after [`run`] returns.
+impl<C: Connector> Connector for &mut C {
+    type Buf = C::Buf;
+    type Rx<'a>
+        = C::Rx<'a>
+    where
+        Self: 'a;
+    type Tx<'a>
+        = C::Tx<'a>
+    where
+        Self: 'a;
+    type Error = C::Error;
+
+    async fn connect(&mut self) -> Result<(Self::Rx<'_>, Self::Tx<'_>), Self::Error> {
+        (**self).connect().await
+    }
+}
+
 /// Supplies the token sent in CONNECT, fresh for every connection.
 #[allow(async_fn_in_trait)]
 pub trait TokenProvider {

@@ -124,15 +124,115 @@ impl<R: Read, B: AsMut<[u8]>, const M: usize> FrameRx for TcpRx<R, B, M> {
     }
 }
 
+/// Assembles TCP frames from byte chunks as they arrive, straight into a
+/// [`Copied<M>`]: for sockets that lend their own receive buffer
+/// (embassy-net's `read_with`), so that no second receive buffer is needed.
+/// Keeps its state between chunks, so a frame may arrive in any number of
+/// pieces.
+pub struct Assembler<const M: usize> {
+    prefix: [u8; frame::TCP_PREFIX],
+    /// Bytes of `prefix` received.
+    have: usize,
+    /// Body length, once the prefix is complete and valid.
+    len: Option<usize>,
+    body: heapless::Vec<u8, M>,
+}
+
+impl<const M: usize> Default for Assembler<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const M: usize> Assembler<M> {
+    /// An assembler waiting for a frame's prefix.
+    pub const fn new() -> Self {
+        Assembler { prefix: [0; frame::TCP_PREFIX], have: 0, len: None, body: heapless::Vec::new() }
+    }
+
+    /// Forgets a partial frame (a new connection starts clean).
+    pub fn reset(&mut self) {
+        self.have = 0;
+        self.len = None;
+        self.body.clear();
+    }
+
+    /// Takes bytes from `input` and returns how many it took and, when a
+    /// frame is complete, the frame. It never takes bytes past the end of
+    /// a frame, so the rest of `input` is offered again. A frame longer
+    /// than `M` or a malformed prefix is an error, after which the
+    /// connection must be dropped (and the assembler reset).
+    pub fn feed<E>(&mut self, input: &[u8]) -> (usize, Option<Result<Copied<M>, IoError<E>>>) {
+        let mut used = 0;
+        let len = match self.len {
+            Some(len) => len,
+            None => {
+                let want = frame::TCP_PREFIX - self.have;
+                let take = want.min(input.len());
+                let (Some(dst), Some(src)) = (self.prefix.get_mut(self.have..self.have + take), input.get(..take))
+                else {
+                    return (0, None);
+                };
+                dst.copy_from_slice(src);
+                self.have += take;
+                used = take;
+                if self.have < frame::TCP_PREFIX {
+                    return (used, None);
+                }
+                let max = u32::try_from(M).unwrap_or(u32::MAX);
+                match frame::decode_tcp(&self.prefix, max) {
+                    Ok(TcpFrame::Incomplete { needed }) => {
+                        self.len = Some(needed);
+                        needed
+                    }
+                    // A prefix alone is never a complete frame (empty
+                    // frames are refused), so this is unreachable in
+                    // practice: treat it as malformed.
+                    Ok(TcpFrame::Complete { .. }) => {
+                        return (used, Some(Err(IoError::Frame(fitz_wire::FrameError::EmptyFrame))));
+                    }
+                    Err(fitz_wire::FrameError::TooLarge { len, .. }) => {
+                        let len = usize::try_from(len).unwrap_or(usize::MAX);
+                        return (used, Some(Err(IoError::FrameTooLarge { len })));
+                    }
+                    Err(e) => return (used, Some(Err(IoError::Frame(e)))),
+                }
+            }
+        };
+        let rest = input.get(used..).unwrap_or(&[]);
+        let take = (len - self.body.len()).min(rest.len());
+        if self.body.extend_from_slice(rest.get(..take).unwrap_or(&[])).is_err() {
+            // `len <= M` was checked with the prefix.
+            return (used + take, Some(Err(IoError::FrameTooLarge { len })));
+        }
+        used += take;
+        if self.body.len() < len {
+            return (used, None);
+        }
+        let frame = Copied { bytes: core::mem::take(&mut self.body) };
+        self.have = 0;
+        self.len = None;
+        (used, Some(Ok(frame)))
+    }
+}
+
 /// The sending half: writes the engine's frames as they are (TCP framing).
 pub struct TcpTx<W> {
     w: W,
+    flush: bool,
 }
 
 impl<W: Write> TcpTx<W> {
-    /// Frames to `w`.
+    /// Frames to `w`, flushed after every write (for buffered writers).
     pub fn new(w: W) -> Self {
-        TcpTx { w }
+        TcpTx { w, flush: true }
+    }
+
+    /// Frames to `w`, never flushed: for sockets that send what is written
+    /// on their own (embassy-net's `TcpSocket`, whose `flush` waits until
+    /// the peer acknowledged everything, one round trip per write).
+    pub fn unflushed(w: W) -> Self {
+        TcpTx { w, flush: false }
     }
 }
 
@@ -141,6 +241,9 @@ impl<W: Write> FrameTx for TcpTx<W> {
 
     async fn send(&mut self, frames: &[u8]) -> Result<(), Self::Error> {
         self.w.write_all(frames).await.map_err(IoError::Io)?;
-        self.w.flush().await.map_err(IoError::Io)
+        if self.flush {
+            self.w.flush().await.map_err(IoError::Io)?;
+        }
+        Ok(())
     }
 }
