@@ -11,6 +11,8 @@
 #![no_main]
 
 mod config;
+#[cfg(feature = "fitz")]
+mod fitz;
 
 use defmt::{info, unwrap};
 use embassy_executor::Spawner;
@@ -52,6 +54,8 @@ async fn main(spawner: Spawner) {
 
     let mut rng = Rng::new(p.RNG, Irqs);
     let net_seed = rng.next_u64();
+    #[cfg(feature = "fitz")]
+    let fitz_seed = rng.next_u64();
 
     static PACKETS: StaticCell<PacketQueue<TX_FRAMES, RX_FRAMES>> = StaticCell::new();
     let device: Device = Ethernet::new(
@@ -77,12 +81,17 @@ async fn main(spawner: Spawner) {
 
     wait_for_address(stack).await;
 
+    #[cfg(feature = "fitz")]
+    let client = fitz::start(spawner, stack, fitz_seed);
+
     let mut ticker = Ticker::every(Duration::from_secs(1));
     let mut counter: u32 = 0;
     loop {
         ticker.next().await;
         counter = counter.wrapping_add(1);
         info!("tick {}", counter);
+        #[cfg(feature = "fitz")]
+        fitz::tick(&client, counter).await;
     }
 }
 
