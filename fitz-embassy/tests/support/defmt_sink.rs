@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub static BYTES: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static BYTES: AtomicUsize = AtomicUsize::new(0);
 
 #[defmt::global_logger]
 struct Sink;
