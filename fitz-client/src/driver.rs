@@ -207,7 +207,7 @@ where
             let n = tokens.token(token).await.ok()?;
             let token = token.get(..n)?;
             if refused == Some(token_hash(token)) {
-                return Some(Err(Error::AuthenticationFailed));
+                return Some(Err(Refused));
             }
             let conn = connector.connect().await.ok()?;
             Some(Ok((conn, token_hash(token), n)))
@@ -228,8 +228,9 @@ where
                 return Stopped::AuthenticationFailed;
             }
             Some(Ok(((mut rx, mut tx), hash, n))) => {
-                let sent = h.with(|e| e.connected(clock.now_ms(), token.get(..n).unwrap_or(&[])));
-                if sent.is_ok() {
+                // Only whether CONNECT was queued is kept across the await.
+                let sent = h.with(|e| e.connected(clock.now_ms(), token.get(..n).unwrap_or(&[])).is_ok());
+                if sent {
                     serve(&h, &mut rx, &mut tx, &clock, &mut spare, &mut authenticated).await;
                 }
                 // An empty (anonymous) token cannot be refused as such: a
@@ -279,6 +280,10 @@ where
         }
     }
 }
+
+/// The token is one the broker refused before: it is not sent again. (A
+/// unit type, so the attempt's result stays small in the run future.)
+struct Refused;
 
 /// Why a connection ended.
 #[derive(Debug)]

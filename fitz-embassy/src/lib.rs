@@ -35,7 +35,7 @@
 //!
 //! | part | parameter | default | holds |
 //! |---|---|---|---|
-//! | reply slots | `N` | 8 | requests in flight at once (with their replies) |
+//! | reply slots | `N` | 4 | requests in flight at once (with their replies) |
 //! | subscribers | `S` | 4 | wire registrations, local subscribers, RPC calls |
 //! | delivery queue | `Q` | 4 | deliveries buffered per subscriber |
 //! | largest received frame | `M` | 512 B | a reply or delivery, copied once out of the socket |
@@ -65,7 +65,7 @@ use fitz_client::{Core, Engine, Shared, Stopped, Trace};
 pub use fitz_client;
 
 /// Reply slots by default.
-pub const REQUEST_SLOTS: usize = 8;
+pub const REQUEST_SLOTS: usize = 4;
 /// Subscriber slots by default.
 pub const SUBSCRIBERS: usize = 4;
 /// Deliveries buffered per subscriber by default.
@@ -395,15 +395,15 @@ pub struct Runner<
 impl<'d, const N: usize, const S: usize, const Q: usize, const M: usize> Runner<'d, N, S, Q, M> {
     /// Runs the connection with the configured token until the client is
     /// closed or gives up (per the reconnect policy).
-    pub async fn run(self) -> Stopped {
+    pub fn run(self) -> impl Future<Output = Stopped> {
         let fixed = FixedToken(self.fixed);
-        self.run_with(fixed).await
+        self.run_with(fixed)
     }
 
     /// Runs the connection with tokens from `tokens`, fresh for every
     /// connection.
-    pub async fn run_with(self, tokens: impl TokenProvider) -> Stopped {
-        let Runner { handle, mut connector, spare, token, policy, mut seed, .. } = self;
+    pub async fn run_with(mut self, tokens: impl TokenProvider) -> Stopped {
+        let mut seed = self.seed;
         // xorshift64: backoff jitter, not security.
         let random = move || {
             seed ^= seed << 13;
@@ -411,10 +411,11 @@ impl<'d, const N: usize, const S: usize, const Q: usize, const M: usize> Runner<
             seed ^= seed << 17;
             (seed >> 32) as u32
         };
-        let buffers = Buffers { spare, token };
-        let stopped = driver::run(handle, &mut connector, EmbassyClock, tokens, policy, random, buffers).await;
-        connector.socket.close();
-        let _ = connector.socket.flush().await;
+        let buffers = Buffers { spare: &mut *self.spare, token: &mut *self.token };
+        let stopped =
+            driver::run(self.handle, &mut self.connector, EmbassyClock, tokens, self.policy, random, buffers).await;
+        self.connector.socket.close();
+        let _ = self.connector.socket.flush().await;
         stopped
     }
 

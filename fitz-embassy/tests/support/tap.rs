@@ -28,37 +28,9 @@ use fitz_wire::schedule::DeliveryMode;
 use fitz_wire::{Payload, Uuid};
 use static_cell::{ConstStaticCell, StaticCell};
 
-/// With the `defmt` feature the library logs through defmt, which needs a
-/// global logger at link time; on the host the encoded frames are counted
-/// and dropped (a decoder would need the ELF's `.defmt` table).
 #[cfg(feature = "defmt")]
-mod defmt_sink {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    pub static BYTES: AtomicUsize = AtomicUsize::new(0);
-
-    #[defmt::global_logger]
-    struct Sink;
-
-    // SAFETY: the logger keeps no state besides an atomic counter, so
-    // nested or concurrent acquire/write/release cannot corrupt anything.
-    #[allow(unsafe_code)]
-    unsafe impl defmt::Logger for Sink {
-        fn acquire() {}
-        unsafe fn flush() {}
-        unsafe fn release() {}
-        unsafe fn write(bytes: &[u8]) {
-            BYTES.fetch_add(bytes.len(), Ordering::Relaxed);
-        }
-    }
-
-    defmt::timestamp!("{=u64}", 0);
-
-    #[defmt::panic_handler]
-    fn defmt_panic() -> ! {
-        panic!("defmt panic")
-    }
-}
+#[path = "defmt_sink.rs"]
+mod defmt_sink;
 
 /// The host's address on the TAP link, where fitz-testkit listens.
 const HOST: [u8; 4] = [10, 77, 0, 1];
@@ -301,7 +273,7 @@ async fn scenario(spawner: Spawner, stack: Stack<'static>, host: Host) -> Result
     Ok(())
 }
 
-async fn next_notice(sub: &mut fitz_client::Subscription<Handle<'static, 8, 4, 4, 512>>) -> Result<String, String> {
+async fn next_notice(sub: &mut fitz_client::Subscription<Handle<'static, 4, 4, 4, 512>>) -> Result<String, String> {
     loop {
         match sub.next().await {
             Some(Ok(Item::Record { payload, .. })) => {
