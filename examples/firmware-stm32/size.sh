@@ -67,3 +67,12 @@ row "without fitz" "$t0" "$d0" "$b0"
 row "with fitz" "$t1" "$d1" "$b1"
 row "fitz's share" $((t1 - t0)) $((d1 - d0)) $((b1 - b0))
 echo "(text = .vector_table+.text+.rodata; bss = .bss+.uninit; flash = text+data; ram = data+bss, stack not included)"
+
+# The statics behind the RAM figure, as laid out for this target: Fitz's
+# Resources (every buffer and table of the client) and each task's
+# storage (its future plus the executor's header).
+if command -v llvm-nm-22 >/dev/null; then NM=llvm-nm-22; else NM=llvm-nm; fi
+echo
+echo "statics of the fitz build (bytes, from the symbol table):"
+"$NM" -S -C "$out/$BIN-fitz" | grep -E ' [bBdD] .*(RESOURCES|::POOL)' \
+  | while read -r _addr size _kind name; do printf '%8d  %s\n' "$((16#$size))" "$name"; done | sort -rn
