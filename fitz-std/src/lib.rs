@@ -15,7 +15,8 @@
 //! [`Client`] is cheap to clone and `Send + Sync`; clones share one
 //! connection. Replies and deliveries are [`bytes::Bytes`] slices of the
 //! receive buffer: nothing is copied. Memory is bounded: the engine's
-//! tables are fixed ([`REQUEST_SLOTS`], [`SUBSCRIBERS`], [`QUEUE_DEPTH`]),
+//! tables are fixed ([`REQUEST_SLOTS`], [`SUBSCRIBERS`], [`QUEUE_DEPTH`],
+//! [`CALLS`], [`CALL_QUEUE_DEPTH`]),
 //! the transmit buffer and the largest frame accepted are set by the
 //! builder.
 #![forbid(unsafe_code)]
@@ -53,13 +54,21 @@ pub use transport::{Endpoint, TransportError};
 
 /// Requests in flight at once (the correlation table).
 pub const REQUEST_SLOTS: usize = 1024;
-/// Local subscribers and RPC calls at once (and wire registrations).
+/// Local subscribers (and wire registrations) at once: subscriptions and
+/// RPC workers.
 pub const SUBSCRIBERS: usize = 64;
 /// Deliveries buffered per subscriber before it ends with
 /// [`Error::Backpressure`].
 pub const QUEUE_DEPTH: usize = 256;
+/// RPC calls in flight at once; one more fails with
+/// [`Capacity::Calls`].
+pub const CALLS: usize = 1024;
+/// Response chunks (and lifecycle signals) buffered per RPC call before it
+/// ends with [`Error::Backpressure`]: a one-shot reply needs one; a
+/// streamed response is read as it arrives.
+pub const CALL_QUEUE_DEPTH: usize = 16;
 
-type StdEngine = Engine<Bytes, Box<[u8]>, REQUEST_SLOTS, SUBSCRIBERS, QUEUE_DEPTH>;
+type StdEngine = Engine<Bytes, Box<[u8]>, REQUEST_SLOTS, SUBSCRIBERS, QUEUE_DEPTH, CALLS, CALL_QUEUE_DEPTH>;
 
 /// The engine behind a std mutex, shared by every clone of a [`Client`],
 /// and the origin of its clock.
