@@ -566,6 +566,130 @@ impl Clients {
         }
     }
 
+    // -- Notice publish -> deliver latency: one caller publishes a 64-byte
+    //    notice to a route the same client subscribed to and waits for its
+    //    delivery before publishing the next.
+
+    async fn notice_latency(&self, side: Side, window: Duration, record: usize) -> Res<Sample> {
+        let route: &'static str = match side {
+            Side::Ours => "notice://bench/echo/ours",
+            Side::Theirs => "notice://bench/echo/theirs",
+        };
+        match side {
+            Side::Ours => {
+                let sub = self.ours.notice().subscribe(route).await.map_err(fail!("subscribe"))?;
+                let states = [Arc::new((self.ours.clone(), tokio::sync::Mutex::new(sub)))];
+                let op = move |s: Arc<(fitz_std::Client, tokio::sync::Mutex<_>)>| async move {
+                    let mut sub = s.1.lock().await;
+                    s.0.notice().publish(route, BODY).await.map_err(fail!("publish"))?;
+                    match sub.next().await {
+                        Some(Ok(n)) if n.body().as_ref() == BODY => Ok(()),
+                        Some(Ok(_)) => Err("notice: wrong body".to_owned()),
+                        Some(Err(e)) => Err(format!("delivery: {e}")),
+                        None => Err("subscription ended".to_owned()),
+                    }
+                };
+                let s = measure(&states, window, record, op, no_fence()).await?;
+                let [state] = states;
+                let (_, sub) = Arc::try_unwrap(state).map_err(|_| "state still shared".to_owned())?;
+                sub.into_inner().unsubscribe();
+                Ok(s)
+            }
+            Side::Theirs => {
+                let notice = self.theirs.notice().map_err(fail!("notice"))?;
+                let sub = notice.subscribe(route).await.map_err(fail!("subscribe"))?;
+                let states = [Arc::new((notice.clone(), tokio::sync::Mutex::new(sub)))];
+                let op = move |s: Arc<(cntryl_fitz::client_domains::notice::NoticeClient, tokio::sync::Mutex<_>)>| async move {
+                    let mut sub = s.1.lock().await;
+                    s.0.publish(route, BODY).await.map_err(fail!("publish"))?;
+                    match sub.next().await {
+                        Some(Ok(n)) if n.body == BODY => Ok(()),
+                        Some(Ok(_)) => Err("notice: wrong body".to_owned()),
+                        Some(Err(e)) => Err(format!("delivery: {e}")),
+                        None => Err("subscription ended".to_owned()),
+                    }
+                };
+                let s = measure(&states, window, record, op, no_fence()).await?;
+                let [state] = states;
+                let (_, sub) = Arc::try_unwrap(state).map_err(|_| "state still shared".to_owned())?;
+                sub.into_inner().unsubscribe().await.map_err(fail!("unsubscribe"))?;
+                Ok(s)
+            }
+        }
+    }
+
+    // -- Queue: one caller enqueues a 64-byte message, reserves it (one
+    //    item, 30 s lease) and completes it, one after the other, on a
+    //    queue of its own.
+
+    async fn queue(&self, side: Side, window: Duration, record: usize) -> Res<Sample> {
+        match side {
+            Side::Ours => {
+                let route = "queue://bench/q/ours";
+                let states = [Arc::new(self.ours.clone())];
+                let op = move |c: Arc<fitz_std::Client>| async move {
+                    let q = c.queue();
+                    q.enqueue(route, BODY).await.map_err(fail!("enqueue"))?;
+                    let page = q.reserve(route, 30).await.map_err(fail!("reserve"))?;
+                    let m = page.messages().next().ok_or_else(|| "reserve: no message".to_owned())?;
+                    if m.body().as_ref() != BODY {
+                        return Err("reserve: wrong body".to_owned());
+                    }
+                    m.complete().await.map_err(fail!("complete"))
+                };
+                measure(&states, window, record, op, no_fence()).await
+            }
+            Side::Theirs => {
+                let route = "queue://bench/q/theirs";
+                let states = [Arc::new(self.theirs.queue().map_err(fail!("queue"))?)];
+                let op = move |q: Arc<cntryl_fitz::client_domains::queue::QueueClient>| async move {
+                    q.enqueue(route, BODY, None).await.map_err(fail!("enqueue"))?;
+                    let items = q.reserve(route, 30, 1, None).await.map_err(fail!("reserve"))?;
+                    let m = items.into_iter().next().ok_or_else(|| "reserve: no message".to_owned())?;
+                    if m.body != BODY {
+                        return Err("reserve: wrong body".to_owned());
+                    }
+                    m.complete().await.map_err(fail!("complete"))
+                };
+                measure(&states, window, record, op, no_fence()).await
+            }
+        }
+    }
+
+    // -- Lease: one caller acquires a lease (30 s TTL, no wait) and
+    //    releases it, one after the other.
+
+    async fn lease(&self, side: Side, window: Duration, record: usize) -> Res<Sample> {
+        match side {
+            Side::Ours => {
+                let route = "lease://bench/l/ours";
+                let states = [Arc::new(self.ours.clone())];
+                let op = move |c: Arc<fitz_std::Client>| async move {
+                    let held = c.lease().owner("bench-ours").acquire(route, 30).await.map_err(fail!("acquire"))?;
+                    held.release().await.map_err(fail!("release"))
+                };
+                measure(&states, window, record, op, no_fence()).await
+            }
+            Side::Theirs => {
+                let route = "lease://bench/l/theirs";
+                let states = [Arc::new(self.theirs.lease().map_err(fail!("lease"))?)];
+                let op = move |l: Arc<cntryl_fitz::client_domains::lease::LeaseClient>| async move {
+                    let held = l
+                        .acquire(
+                            route,
+                            "bench-theirs",
+                            30,
+                            cntryl_fitz::client_domains::lease::LeaseAcquireOptions::default(),
+                        )
+                        .await
+                        .map_err(fail!("acquire"))?;
+                    held.release().await.map_err(fail!("release"))
+                };
+                measure(&states, window, record, op, no_fence()).await
+            }
+        }
+    }
+
     // -- RPC round trip, one call in flight: a 64-byte request to an echo
     //    worker on another connection of the same client library in this
     //    process; the reply's body is checked.
@@ -617,7 +741,10 @@ enum Bench {
     KvPut(usize),
     KvTxn,
     Notice,
+    NoticeLatency,
     Rpc(usize),
+    Queue,
+    Lease,
 }
 
 impl Bench {
@@ -627,6 +754,9 @@ impl Bench {
             Bench::KvPut(n) => c.kv_put(side, n, window).await,
             Bench::KvTxn => c.kv_txn(side, window, plan.latency_capacity()).await,
             Bench::Notice => c.notice(side, window).await,
+            Bench::NoticeLatency => c.notice_latency(side, window, plan.latency_capacity()).await,
+            Bench::Queue => c.queue(side, window, plan.latency_capacity()).await,
+            Bench::Lease => c.lease(side, window, plan.latency_capacity()).await,
             Bench::Rpc(n) => c.rpc_call(side, n, window, if n == 1 { plan.latency_capacity() } else { 0 }).await,
         }
     }
@@ -641,6 +771,20 @@ impl Bench {
                 ("kv_begin_put_commit_p99".to_owned(), "us", Metric::Percentile(99)),
             ],
             Bench::Notice => vec![("notice_publish".to_owned(), "ops/s", Metric::Throughput)],
+            Bench::NoticeLatency => vec![
+                ("notice_publish_deliver_p50".to_owned(), "us", Metric::Percentile(50)),
+                ("notice_publish_deliver_p99".to_owned(), "us", Metric::Percentile(99)),
+            ],
+            Bench::Queue => vec![
+                ("queue_enqueue_reserve_complete".to_owned(), "ops/s", Metric::Throughput),
+                ("queue_enqueue_reserve_complete_p50".to_owned(), "us", Metric::Percentile(50)),
+                ("queue_enqueue_reserve_complete_p99".to_owned(), "us", Metric::Percentile(99)),
+            ],
+            Bench::Lease => vec![
+                ("lease_acquire_release".to_owned(), "ops/s", Metric::Throughput),
+                ("lease_acquire_release_p50".to_owned(), "us", Metric::Percentile(50)),
+                ("lease_acquire_release_p99".to_owned(), "us", Metric::Percentile(99)),
+            ],
             Bench::Rpc(1) => vec![
                 ("rpc_call_1_in_flight_p50".to_owned(), "us", Metric::Percentile(50)),
                 ("rpc_call_1_in_flight_p99".to_owned(), "us", Metric::Percentile(99)),
@@ -874,7 +1018,10 @@ fn benches() -> Vec<Bench> {
         Bench::KvPut(64),
         Bench::KvTxn,
         Bench::Notice,
+        Bench::NoticeLatency,
         Bench::Rpc(1),
+        Bench::Queue,
+        Bench::Lease,
     ]
 }
 
