@@ -18,11 +18,20 @@
 //! client task, the RPC worker of the client under test) and is divided by
 //! the operations of that window.
 //!
+//! Broker-free rows (transport `mem`, `includes_broker: false` in the
+//! JSON): our client alone over `fitz_std::memory`, every request answered
+//! at once by an in-process responder on a thread of its own (not
+//! counted); they show the client's own cost. Every other row includes the
+//! broker, which shares the machine's cores with the clients.
+//!
 //! `cargo bench -p benches --bench e2e` (longer windows), or with
-//! `FITZ_BENCH_QUICK=1` (short windows, well under two minutes). An
-//! optional argument that does not start with `-` keeps only the
-//! benchmarks whose name contains it. Prints a table and writes
-//! `target/bench-summary.json`. Timings never fail the run; a failing
+//! `FITZ_BENCH_QUICK=1` (short windows, about a minute). An optional
+//! argument that does not start with `-` keeps only the benchmarks whose
+//! name contains it; `FITZ_BENCH_TRANSPORT=tcp|ws|mem` keeps one
+//! transport. Prints a table and writes `target/bench-summary.json`,
+//! `target/bench-summary.md` (the same table in Markdown) and
+//! `target/throughput.png` (KV get throughput against concurrent callers)
+//! under `$CARGO_TARGET_DIR` if set. Timings never fail the run; a failing
 //! operation does (non-zero exit).
 #![allow(
     missing_docs,
@@ -131,7 +140,7 @@ impl Plan {
         let plan = if quick {
             Plan { warmup: Duration::from_millis(100), window: Duration::from_millis(250), rounds: 2 }
         } else {
-            Plan { warmup: Duration::from_millis(500), window: Duration::from_secs(2), rounds: 5 }
+            Plan { warmup: Duration::from_millis(300), window: Duration::from_millis(1500), rounds: 4 }
         };
         (plan, quick)
     }
@@ -188,6 +197,9 @@ enum Side {
 enum Transport {
     Tcp,
     Ws,
+    /// Broker-free: our client over `fitz_std::memory`, answered by an
+    /// in-process responder (no broker, no socket).
+    Memory,
 }
 
 impl Transport {
@@ -195,6 +207,7 @@ impl Transport {
         match self {
             Transport::Tcp => "tcp",
             Transport::Ws => "ws",
+            Transport::Memory => "mem",
         }
     }
 }
@@ -294,12 +307,18 @@ const GET_ROUTE: &str = "kv://bench/kv/get";
 struct Clients {
     transport: Transport,
     ours: fitz_std::Client,
+    /// Everything of the official SDK and our RPC worker: absent
+    /// broker-free.
+    broker: Option<BrokerSide>,
+    theirs_worker_error: Arc<Mutex<Option<String>>>,
+}
+
+struct BrokerSide {
     ours_worker: fitz_std::Client,
     serving: rpc::Serving,
     theirs: cntryl_fitz::Client,
     theirs_worker: cntryl_fitz::Client,
     theirsserving: tokio::task::JoinHandle<()>,
-    theirs_worker_error: Arc<Mutex<Option<String>>>,
 }
 
 fn side_tag(side: Side) -> &'static str {
@@ -313,7 +332,7 @@ impl Clients {
     async fn connect(transport: Transport, broker: &BrokerUrls) -> Res<Clients> {
         let url = match transport {
             Transport::Tcp => broker.tcp.clone(),
-            Transport::Ws => broker.ws.clone(),
+            Transport::Ws | Transport::Memory => broker.ws.clone(),
         };
         let ours = fitz_std::Client::builder(url.as_str()).connect().await.map_err(fail!("connect (ours)"))?;
         let ours_worker =
@@ -354,12 +373,27 @@ impl Clients {
             }
         });
 
-        // The key every get reads.
-        let tx = ours.kv().begin(GET_ROUTE, TxMode::ReadWrite).await.map_err(fail!("KV begin (seed)"))?;
-        tx.put(KEY, VALUE).await.map_err(fail!("KV put (seed)"))?;
-        tx.commit().await.map_err(fail!("KV commit (seed)"))?;
+        seed(&ours).await?;
+        let broker = Some(BrokerSide { ours_worker, serving, theirs, theirs_worker, theirsserving });
+        Ok(Clients { transport, ours, broker, theirs_worker_error })
+    }
 
-        Ok(Clients { transport, ours, ours_worker, serving, theirs, theirs_worker, theirsserving, theirs_worker_error })
+    /// Our client alone over an in-memory link, answered by
+    /// [`respond`] on `responder` (a runtime whose threads are not
+    /// counted).
+    async fn memory(responder: &tokio::runtime::Handle) -> Res<Clients> {
+        let (link, peer) = fitz_std::memory::link();
+        responder.spawn(respond(peer));
+        let ours = fitz_std::Client::builder("memory:")
+            .connect_in_memory(link)
+            .await
+            .map_err(fail!("connect (ours, in memory)"))?;
+        seed(&ours).await?;
+        Ok(Clients { transport: Transport::Memory, ours, broker: None, theirs_worker_error: Arc::default() })
+    }
+
+    fn theirs(&self) -> Res<&cntryl_fitz::Client> {
+        self.broker.as_ref().map(|b| &b.theirs).ok_or_else(|| "no official SDK client broker-free".to_owned())
     }
 
     fn worker_error(&self) -> Res<()> {
@@ -370,12 +404,14 @@ impl Clients {
     }
 
     async fn close(self) -> Res<()> {
-        self.theirsserving.abort();
-        drop(self.serving);
         self.ours.close().await;
-        self.ours_worker.close().await;
-        self.theirs.close().await.map_err(fail!("close (theirs)"))?;
-        self.theirs_worker.close().await.map_err(fail!("close (theirs, worker)"))?;
+        if let Some(b) = self.broker {
+            b.theirsserving.abort();
+            drop(b.serving);
+            b.ours_worker.close().await;
+            b.theirs.close().await.map_err(fail!("close (theirs)"))?;
+            b.theirs_worker.close().await.map_err(fail!("close (theirs, worker)"))?;
+        }
         Ok(())
     }
 
@@ -408,7 +444,7 @@ impl Clients {
                 Ok(s)
             }
             Side::Theirs => {
-                let kv = self.theirs.kv().map_err(fail!("kv"))?;
+                let kv = self.theirs()?.kv().map_err(fail!("kv"))?;
                 let txs = try_join_all((0..callers).map(|_| kv.begin(GET_ROUTE, TransactionMode::ReadOnly)))
                     .await
                     .map_err(fail!("KV begin"))?;
@@ -459,7 +495,7 @@ impl Clients {
                 Ok(s)
             }
             Side::Theirs => {
-                let kv = self.theirs.kv().map_err(fail!("kv"))?;
+                let kv = self.theirs()?.kv().map_err(fail!("kv"))?;
                 let txs = try_join_all(routes.iter().map(|r| kv.begin(r, TransactionMode::ReadWrite)))
                     .await
                     .map_err(fail!("KV begin"))?;
@@ -500,7 +536,7 @@ impl Clients {
                 measure(&states, window, record, op, no_fence()).await
             }
             Side::Theirs => {
-                let states = [Arc::new(self.theirs.kv().map_err(fail!("kv"))?)];
+                let states = [Arc::new(self.theirs()?.kv().map_err(fail!("kv"))?)];
                 let op = move |kv: Arc<cntryl_fitz::client_domains::kv::KvClient>| async move {
                     let tx = kv.begin(route, TransactionMode::ReadWrite).await.map_err(fail!("KV begin"))?;
                     tx.put(KEY, VALUE).await.map_err(fail!("KV put"))?;
@@ -544,7 +580,7 @@ impl Clients {
                 Ok(s)
             }
             Side::Theirs => {
-                let notice = self.theirs.notice().map_err(fail!("notice"))?;
+                let notice = self.theirs()?.notice().map_err(fail!("notice"))?;
                 let mut sub = notice.subscribe(&fence_route).await.map_err(fail!("subscribe"))?;
                 let states = [Arc::new(notice.clone())];
                 let fence = async {
@@ -562,6 +598,135 @@ impl Clients {
                 let s = measure(&states, window, 0, op, fence).await?;
                 sub.unsubscribe().await.map_err(fail!("unsubscribe"))?;
                 Ok(s)
+            }
+        }
+    }
+
+    // -- Notice publish -> deliver latency: one caller publishes a 64-byte
+    //    notice to a route the same client subscribed to and waits for its
+    //    delivery before publishing the next.
+
+    async fn notice_latency(&self, side: Side, window: Duration, record: usize) -> Res<Sample> {
+        let route: &'static str = match side {
+            Side::Ours => "notice://bench/echo/ours",
+            Side::Theirs => "notice://bench/echo/theirs",
+        };
+        match side {
+            Side::Ours => {
+                let sub = self.ours.notice().subscribe(route).await.map_err(fail!("subscribe"))?;
+                let states = [Arc::new((self.ours.clone(), tokio::sync::Mutex::new(sub)))];
+                type OurNotices = fitz_std::core::ops::notice::Notices<fitz_std::Handle>;
+                let op = move |s: Arc<(fitz_std::Client, tokio::sync::Mutex<OurNotices>)>| async move {
+                    let mut sub = s.1.lock().await;
+                    s.0.notice().publish(route, BODY).await.map_err(fail!("publish"))?;
+                    match sub.next().await {
+                        Some(Ok(n)) if n.body().as_ref() == BODY => Ok(()),
+                        Some(Ok(_)) => Err("notice: wrong body".to_owned()),
+                        Some(Err(e)) => Err(format!("delivery: {e}")),
+                        None => Err("subscription ended".to_owned()),
+                    }
+                };
+                let s = measure(&states, window, record, op, no_fence()).await?;
+                let [state] = states;
+                let (_, sub) = Arc::try_unwrap(state).map_err(|_| "state still shared".to_owned())?;
+                sub.into_inner().unsubscribe();
+                Ok(s)
+            }
+            Side::Theirs => {
+                type TheirNotices = cntryl_fitz::client_domains::notice::NoticeSubscription;
+                let notice = self.theirs()?.notice().map_err(fail!("notice"))?;
+                let sub = notice.subscribe(route).await.map_err(fail!("subscribe"))?;
+                let states = [Arc::new((notice.clone(), tokio::sync::Mutex::new(sub)))];
+                let op = move |s: Arc<(
+                    cntryl_fitz::client_domains::notice::NoticeClient,
+                    tokio::sync::Mutex<TheirNotices>,
+                )>| async move {
+                    let mut sub = s.1.lock().await;
+                    s.0.publish(route, BODY).await.map_err(fail!("publish"))?;
+                    match sub.next().await {
+                        Some(Ok(n)) if n.body == BODY => Ok(()),
+                        Some(Ok(_)) => Err("notice: wrong body".to_owned()),
+                        Some(Err(e)) => Err(format!("delivery: {e}")),
+                        None => Err("subscription ended".to_owned()),
+                    }
+                };
+                let s = measure(&states, window, record, op, no_fence()).await?;
+                let [state] = states;
+                let (_, sub) = Arc::try_unwrap(state).map_err(|_| "state still shared".to_owned())?;
+                sub.into_inner().unsubscribe().await.map_err(fail!("unsubscribe"))?;
+                Ok(s)
+            }
+        }
+    }
+
+    // -- Queue: one caller enqueues a 64-byte message, reserves it (one
+    //    item, 30 s lease) and completes it, one after the other, on a
+    //    queue of its own.
+
+    async fn queue(&self, side: Side, window: Duration, record: usize) -> Res<Sample> {
+        match side {
+            Side::Ours => {
+                let route = "queue://bench/q/ours";
+                let states = [Arc::new(self.ours.clone())];
+                let op = move |c: Arc<fitz_std::Client>| async move {
+                    let q = c.queue();
+                    q.enqueue(route, BODY).await.map_err(fail!("enqueue"))?;
+                    let page = q.reserve(route, 30).await.map_err(fail!("reserve"))?;
+                    let m = page.messages().next().ok_or_else(|| "reserve: no message".to_owned())?;
+                    if m.body().as_ref() != BODY {
+                        return Err("reserve: wrong body".to_owned());
+                    }
+                    m.complete().await.map_err(fail!("complete"))
+                };
+                measure(&states, window, record, op, no_fence()).await
+            }
+            Side::Theirs => {
+                let route = "queue://bench/q/theirs";
+                let states = [Arc::new(self.theirs()?.queue().map_err(fail!("queue"))?)];
+                let op = move |q: Arc<cntryl_fitz::client_domains::queue::QueueClient>| async move {
+                    q.enqueue(route, BODY, None).await.map_err(fail!("enqueue"))?;
+                    let items = q.reserve(route, 30, 1, None).await.map_err(fail!("reserve"))?;
+                    let m = items.into_iter().next().ok_or_else(|| "reserve: no message".to_owned())?;
+                    if m.body != BODY {
+                        return Err("reserve: wrong body".to_owned());
+                    }
+                    m.complete().await.map_err(fail!("complete"))
+                };
+                measure(&states, window, record, op, no_fence()).await
+            }
+        }
+    }
+
+    // -- Lease: one caller acquires a lease (30 s TTL, no wait) and
+    //    releases it, one after the other.
+
+    async fn lease(&self, side: Side, window: Duration, record: usize) -> Res<Sample> {
+        match side {
+            Side::Ours => {
+                let route = "lease://bench/l/ours";
+                let states = [Arc::new(self.ours.clone())];
+                let op = move |c: Arc<fitz_std::Client>| async move {
+                    let held = c.lease().owner("bench-ours").acquire(route, 30).await.map_err(fail!("acquire"))?;
+                    held.release().await.map_err(fail!("release"))
+                };
+                measure(&states, window, record, op, no_fence()).await
+            }
+            Side::Theirs => {
+                let route = "lease://bench/l/theirs";
+                let states = [Arc::new(self.theirs()?.lease().map_err(fail!("lease"))?)];
+                let op = move |l: Arc<cntryl_fitz::client_domains::lease::LeaseClient>| async move {
+                    let held = l
+                        .acquire(
+                            route,
+                            "bench-theirs",
+                            30,
+                            cntryl_fitz::client_domains::lease::LeaseAcquireOptions::default(),
+                        )
+                        .await
+                        .map_err(fail!("acquire"))?;
+                    held.release().await.map_err(fail!("release"))
+                };
+                measure(&states, window, record, op, no_fence()).await
             }
         }
     }
@@ -587,7 +752,7 @@ impl Clients {
                 measure(&states, window, record, op, no_fence()).await?
             }
             Side::Theirs => {
-                let rpc = self.theirs.rpc().map_err(fail!("rpc"))?;
+                let rpc = self.theirs()?.rpc().map_err(fail!("rpc"))?;
                 let op = move |_: Arc<usize>| {
                     let rpc = rpc.clone();
                     async move {
@@ -608,6 +773,89 @@ impl Clients {
     }
 }
 
+/// The key every get reads.
+async fn seed(ours: &fitz_std::Client) -> Res<()> {
+    let tx = ours.kv().begin(GET_ROUTE, TxMode::ReadWrite).await.map_err(fail!("KV begin (seed)"))?;
+    tx.put(KEY, VALUE).await.map_err(fail!("KV put (seed)"))?;
+    tx.commit().await.map_err(fail!("KV commit (seed)"))
+}
+
+// ---------------------------------------------------------------------------
+// Broker-free: an in-process responder
+
+/// Plays a broker of the current dialect (correlation, RPC cancellation)
+/// over an in-memory link, with canned replies built with fitz-wire:
+/// SERVER_HELLO to CONNECT; KV BEGIN/GET (the benchmark's 100-byte value)
+/// /PUT/COMMIT/ROLLBACK answered OK; RPC REQUEST echoed as a one-shot
+/// RESPONSE; a Notice SUBSCRIBE gets the next subscription id, and a
+/// PUBLISH to a route that is not a `/load/` route is delivered to the
+/// latest subscription; other Notice publishes are dropped. Anything else
+/// is ignored (a benchmark that needs it times out and fails).
+async fn respond(peer: fitz_std::memory::Peer) {
+    use fitz_wire::frame::{LabelledRecords, Transport as Wire, encode_frame};
+    use fitz_wire::{Capabilities, Encode, MsgType, Payload, Reply, Typed, control, kv, notice, rpc as wrpc};
+
+    fn put<E: Encode>(out: &mut Vec<u8>, label: Option<std::num::NonZeroU64>, msg: &E) {
+        let start = out.len();
+        out.resize(start + 64 * 1024, 0);
+        let label = label.map(|l| (MsgType::CORRELATED, l));
+        let n = encode_frame(Wire::Tcp, label, msg, &mut out[start..]).unwrap_or(0);
+        out.truncate(start + n);
+    }
+
+    let (mut inbox, mut out) = (Vec::with_capacity(1 << 20), Vec::with_capacity(1 << 20));
+    let mut sub_id = 0u64;
+    while peer.recv(&mut inbox).await.is_ok() {
+        for frame in fitz_std::core::driver::tcp_frames(&inbox) {
+            for r in LabelledRecords::from_client(frame) {
+                let Ok(r) = r else { continue };
+                let (ty, p, label) = (r.record.msg_type, r.record.payload, r.label);
+                match ty {
+                    MsgType::CONNECT => {
+                        let caps = Capabilities::CORRELATION | Capabilities::RPC_CANCELLATION;
+                        put(
+                            &mut out,
+                            None,
+                            &control::ServerHello { protocol_version: 1, capabilities: caps, trailing: &[] },
+                        );
+                    }
+                    MsgType::KV_BEGIN => put(&mut out, label, &Typed::new(ty, Reply::Ok(kv::BeginOk { tx_id: 1 }))),
+                    MsgType::KV_GET => {
+                        put(&mut out, label, &Typed::new(ty, Reply::Ok(kv::GetOk { value: Some(VALUE) })))
+                    }
+                    MsgType::KV_PUT | MsgType::KV_COMMIT | MsgType::KV_ROLLBACK | MsgType::NOTICE_UNSUBSCRIBE => {
+                        put(&mut out, label, &Typed::new(ty, Reply::Ok(())));
+                    }
+                    MsgType::NOTICE_SUBSCRIBE => {
+                        sub_id += 1;
+                        put(&mut out, label, &Typed::new(ty, Reply::Ok(notice::SubscribeOk { sub_id })));
+                    }
+                    MsgType::NOTICE_PUBLISH => {
+                        if let Ok(publ) = notice::Publish::decode(p)
+                            && !publ.route.contains("/load/")
+                        {
+                            put(&mut out, None, &notice::Notify { sub_id, route: publ.route, body: publ.body });
+                        }
+                    }
+                    MsgType::RPC_REQUEST => {
+                        if let Ok(req) = wrpc::Request::decode_with(p, true) {
+                            put(&mut out, None, &wrpc::Response::last(req.correlation_id, 0, req.body));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        inbox.clear();
+        if !out.is_empty() {
+            if peer.send(&out).is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Benchmarks
 
@@ -617,7 +865,10 @@ enum Bench {
     KvPut(usize),
     KvTxn,
     Notice,
+    NoticeLatency,
     Rpc(usize),
+    Queue,
+    Lease,
 }
 
 impl Bench {
@@ -627,6 +878,9 @@ impl Bench {
             Bench::KvPut(n) => c.kv_put(side, n, window).await,
             Bench::KvTxn => c.kv_txn(side, window, plan.latency_capacity()).await,
             Bench::Notice => c.notice(side, window).await,
+            Bench::NoticeLatency => c.notice_latency(side, window, plan.latency_capacity()).await,
+            Bench::Queue => c.queue(side, window, plan.latency_capacity()).await,
+            Bench::Lease => c.lease(side, window, plan.latency_capacity()).await,
             Bench::Rpc(n) => c.rpc_call(side, n, window, if n == 1 { plan.latency_capacity() } else { 0 }).await,
         }
     }
@@ -641,6 +895,20 @@ impl Bench {
                 ("kv_begin_put_commit_p99".to_owned(), "us", Metric::Percentile(99)),
             ],
             Bench::Notice => vec![("notice_publish".to_owned(), "ops/s", Metric::Throughput)],
+            Bench::NoticeLatency => vec![
+                ("notice_publish_deliver_p50".to_owned(), "us", Metric::Percentile(50)),
+                ("notice_publish_deliver_p99".to_owned(), "us", Metric::Percentile(99)),
+            ],
+            Bench::Queue => vec![
+                ("queue_enqueue_reserve_complete".to_owned(), "ops/s", Metric::Throughput),
+                ("queue_enqueue_reserve_complete_p50".to_owned(), "us", Metric::Percentile(50)),
+                ("queue_enqueue_reserve_complete_p99".to_owned(), "us", Metric::Percentile(99)),
+            ],
+            Bench::Lease => vec![
+                ("lease_acquire_release".to_owned(), "ops/s", Metric::Throughput),
+                ("lease_acquire_release_p50".to_owned(), "us", Metric::Percentile(50)),
+                ("lease_acquire_release_p99".to_owned(), "us", Metric::Percentile(99)),
+            ],
             Bench::Rpc(1) => vec![
                 ("rpc_call_1_in_flight_p50".to_owned(), "us", Metric::Percentile(50)),
                 ("rpc_call_1_in_flight_p99".to_owned(), "us", Metric::Percentile(99)),
@@ -666,6 +934,12 @@ fn value(s: &mut Sample, m: Metric) -> f64 {
 
 /// Why the official SDK does not run a benchmark, if it does not.
 fn theirs_skipped(bench: Bench, transport: Transport) -> Option<&'static str> {
+    if transport == Transport::Memory {
+        return Some(
+            "broker-free: our client alone over fitz_std::memory, every request answered by an in-process \
+             responder with canned replies (no broker, no socket); the official SDK has no such transport",
+        );
+    }
     let concurrent = matches!(bench, Bench::KvGet(n) | Bench::KvPut(n) | Bench::Rpc(n) if n > 1);
     let forced = std::env::var("FITZ_BENCH_SDK_TCP_CONCURRENT").is_ok_and(|v| !v.is_empty() && v != "0");
     (concurrent && transport == Transport::Tcp && !forced).then_some(
@@ -675,11 +949,24 @@ fn theirs_skipped(bench: Bench, transport: Transport) -> Option<&'static str> {
 }
 
 async fn run_bench(c: &Clients, bench: Bench, plan: &Plan) -> Res<Vec<Row>> {
-    let skip = theirs_skipped(bench, c.transport);
-    let sides: &[Side] = if skip.is_some() { &[Side::Ours] } else { &[Side::Ours, Side::Theirs] };
+    let mut skip = theirs_skipped(bench, c.transport);
+    let mut sides: &[Side] = if skip.is_some() { &[Side::Ours] } else { &[Side::Ours, Side::Theirs] };
+    // A failure of the official SDK is its result, not a broken
+    // benchmark: the row keeps ours and says why theirs is missing.
+    let theirs_failed = |e: String| -> Option<&'static str> {
+        eprintln!("e2e: cntryl-fitz failed: {e}");
+        Some(Box::leak(format!("cntryl-fitz 0.2.0 failed in this run: {e}").into_boxed_str()))
+    };
     // Warm-up: connections, caches, the broker's maps for these routes.
     for &side in sides {
-        bench.run(c, side, plan.warmup, plan).await.map_err(|e| format!("{} (warm-up): {e}", side_tag(side)))?;
+        match bench.run(c, side, plan.warmup, plan).await {
+            Ok(_) => {}
+            Err(e) if side == Side::Theirs => {
+                skip = theirs_failed(e);
+                sides = &[Side::Ours];
+            }
+            Err(e) => return Err(format!("{} (warm-up): {e}", side_tag(side))),
+        }
     }
     let (mut ours, mut theirs) = (Sample::default(), Sample::default());
     for round in 0..plan.rounds {
@@ -688,7 +975,15 @@ async fn run_bench(c: &Clients, bench: Bench, plan: &Plan) -> Res<Vec<Row>> {
             if !sides.contains(&side) {
                 continue;
             }
-            let s = bench.run(c, side, plan.window, plan).await.map_err(|e| format!("{}: {e}", side_tag(side)))?;
+            let s = match bench.run(c, side, plan.window, plan).await {
+                Ok(s) => s,
+                Err(e) if side == Side::Theirs => {
+                    skip = theirs_failed(e);
+                    sides = &[Side::Ours];
+                    continue;
+                }
+                Err(e) => return Err(format!("{}: {e}", side_tag(side))),
+            };
             match side {
                 Side::Ours => ours.add(s),
                 Side::Theirs => theirs.add(s),
@@ -846,6 +1141,7 @@ fn write_json(rows: &[Row]) -> Res<String> {
                 "ours_allocs_per_op": round(r.ours_allocs),
                 "theirs_allocs_per_op": r.theirs_allocs.map(round),
                 "transport": r.transport,
+                "includes_broker": r.transport != "mem",
             });
             if let (Some(note), Some(obj)) = (r.note, v.as_object_mut()) {
                 obj.insert("note".to_owned(), note.into());
@@ -853,11 +1149,130 @@ fn write_json(rows: &[Row]) -> Res<String> {
             v
         })
         .collect();
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_owned());
-    let path = format!("{target}/bench-summary.json");
+    let path = format!("{}/bench-summary.json", target_dir());
     let text = serde_json::to_string_pretty(&json).map_err(fail!("JSON"))?;
     std::fs::write(&path, format!("{text}\n")).map_err(fail!("writing bench-summary.json"))?;
+    Ok(path)
+}
+
+fn target_dir() -> String {
+    std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_owned())
+}
+
+/// The table of every row as Markdown, for PERF.md (one run, pasted as
+/// written).
+fn write_markdown(rows: &[Row]) -> Res<String> {
+    let mut md = String::from(
+        "| benchmark | transport | unit | ours | theirs | ratio | allocs/op ours | allocs/op theirs |\n\
+         |---|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    let f = |v: Option<f64>, unit: &str| match v {
+        Some(v) if unit == "ops/s" => format!("{v:.0}"),
+        Some(v) => format!("{v:.1}"),
+        None => "–".to_owned(),
+    };
+    for r in rows {
+        let transport = match r.transport {
+            "mem" => "broker-free",
+            t => t,
+        };
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {} |\n",
+            r.name,
+            transport,
+            r.unit,
+            f(Some(r.ours), r.unit),
+            f(r.theirs, r.unit),
+            r.ratio().map_or("–".to_owned(), |x| format!("{x:.2}")),
+            r.ours_allocs,
+            r.theirs_allocs.map_or("–".to_owned(), |x| format!("{x:.2}")),
+        ));
+    }
+    let path = format!("{}/bench-summary.md", target_dir());
+    std::fs::write(&path, md).map_err(fail!("writing bench-summary.md"))?;
+    Ok(path)
+}
+
+/// KV get throughput against concurrent callers, every client and
+/// transport that ran the sweep, as a PNG. Needs a TrueType font (DejaVu
+/// Sans, as Debian installs it, or `FITZ_BENCH_FONT`).
+fn plot(rows: &[Row]) -> Res<String> {
+    use plotters::prelude::*;
+    let candidates = [
+        std::env::var("FITZ_BENCH_FONT").unwrap_or_default(),
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf".to_owned(),
+        "/usr/share/fonts/TTF/DejaVuSans.ttf".to_owned(),
+    ];
+    let font = candidates
+        .iter()
+        .filter(|p| !p.is_empty())
+        .find_map(|p| std::fs::read(p).ok())
+        .ok_or_else(|| "no TrueType font found (set FITZ_BENCH_FONT)".to_owned())?;
+    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font).map_err(|_| "font not usable".to_owned())?;
+
+    let series = |transport: &str, theirs: bool| -> Vec<(f64, f64)> {
+        let mut v: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.transport == transport && r.unit == "ops/s")
+            .filter_map(|r| {
+                let n: f64 = r.name.strip_prefix("kv_get_")?.strip_suffix("_in_flight")?.parse().ok()?;
+                let y = if theirs { r.theirs? } else { r.ours };
+                Some((n, y))
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    };
+    let lines = [
+        ("fitz-std, TCP (with broker)", series("tcp", false), RGBColor(0x1f, 0x77, 0xb4)),
+        ("fitz-std, WebSocket (with broker)", series("ws", false), RGBColor(0x2c, 0xa0, 0x2c)),
+        ("cntryl-fitz 0.2.0, WebSocket (with broker)", series("ws", true), RGBColor(0xd6, 0x27, 0x28)),
+        ("cntryl-fitz 0.2.0, TCP (with broker; 1 caller only)", series("tcp", true), RGBColor(0xff, 0x7f, 0x0e)),
+        ("fitz-std, broker-free (in-memory responder)", series("mem", false), RGBColor(0x94, 0x67, 0xbd)),
+    ];
+    let ymax = lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)).fold(1.0, f64::max) * 3.0;
+    let ymin = lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)).fold(f64::MAX, f64::min).max(1.0) / 3.0;
+    let path = format!("{}/throughput.png", target_dir());
+    let err = |e: &dyn std::fmt::Debug| format!("plot: {e:?}");
+    {
+        let root = BitMapBackend::new(&path, (1000, 650)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("KV get throughput vs concurrent callers (one client, one 100-byte value)", ("sans-serif", 22))
+            .margin(20)
+            .x_label_area_size(50)
+            .y_label_area_size(90)
+            .build_cartesian_2d((0.8f64..320f64).log_scale(), (ymin..ymax).log_scale())
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("concurrent callers (log scale)")
+            .y_desc("operations per second (log scale)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .label_style(("sans-serif", 15))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (label, data, color) in lines.iter().filter(|l| !l.1.is_empty()) {
+            let color = *color;
+            chart
+                .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(*label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            chart.draw_series(data.iter().map(|p| Circle::new(*p, 4, color.filled()))).map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 15))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
     Ok(path)
 }
 
@@ -866,23 +1281,55 @@ fn round(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-fn benches() -> Vec<Bench> {
-    vec![
-        Bench::KvGet(1),
-        Bench::KvGet(64),
+/// KV get callers of the throughput-vs-concurrency plot.
+const SWEEP: [usize; 5] = [1, 4, 16, 64, 256];
+
+fn benches(transport: Transport) -> Vec<Bench> {
+    let mut v: Vec<Bench> = SWEEP.iter().map(|&n| Bench::KvGet(n)).collect();
+    if transport == Transport::Memory {
+        v.extend([
+            Bench::KvPut(1),
+            Bench::KvPut(64),
+            Bench::Notice,
+            Bench::NoticeLatency,
+            Bench::Rpc(1),
+            Bench::Rpc(1000),
+        ]);
+        return v;
+    }
+    v.extend(vec![
         Bench::KvPut(1),
         Bench::KvPut(64),
         Bench::KvTxn,
         Bench::Notice,
+        Bench::NoticeLatency,
         Bench::Rpc(1),
-    ]
+        Bench::Queue,
+        Bench::Lease,
+        // Last: the official SDK may fail it and leave its worker busy.
+        Bench::Rpc(1000),
+    ]);
+    v
 }
 
-async fn run(plan: Plan, filter: Option<String>, broker: &BrokerUrls) -> Res<Vec<Row>> {
+async fn run(
+    plan: Plan,
+    filter: Option<String>,
+    broker: &BrokerUrls,
+    responder: &tokio::runtime::Handle,
+) -> Res<Vec<Row>> {
     let mut rows = Vec::new();
-    for transport in [Transport::Tcp, Transport::Ws] {
-        let clients = Clients::connect(transport, broker).await?;
-        for bench in benches() {
+    // `FITZ_BENCH_TRANSPORT=tcp|ws|mem` keeps one transport (profiling).
+    let only = std::env::var("FITZ_BENCH_TRANSPORT").ok().filter(|t| !t.is_empty());
+    for transport in [Transport::Tcp, Transport::Ws, Transport::Memory] {
+        if only.as_deref().is_some_and(|t| t != transport.name()) {
+            continue;
+        }
+        let clients = match transport {
+            Transport::Memory => Clients::memory(responder).await?,
+            _ => Clients::connect(transport, broker).await?,
+        };
+        for bench in benches(transport) {
             let names = bench.rows();
             if let Some(f) = &filter
                 && !names.iter().any(|(n, _, _)| n.contains(f.as_str()))
@@ -931,8 +1378,18 @@ fn main() {
             .enable_all()
             .build()
             .map_err(fail!("client runtime"))?;
-        let rows = rt.block_on(run(plan, filter, &broker.urls))?;
+        // The broker-free responder: one thread, not counted, like the
+        // broker's.
+        let responder = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bench-responder")
+            .on_thread_start(mark_broker_thread)
+            .enable_all()
+            .build()
+            .map_err(fail!("responder runtime"))?;
+        let rows = rt.block_on(run(plan, filter, &broker.urls, responder.handle()))?;
         drop(rt);
+        drop(responder);
         let broker_allocs = BROKER_ALLOCS.load(Ordering::SeqCst);
         drop(broker);
         Ok((rows, broker_allocs))
@@ -941,12 +1398,18 @@ fn main() {
         Ok((rows, broker_allocs)) => {
             print_table(&rows);
             println!("allocations on the broker's threads (not counted above): {broker_allocs}");
-            match write_json(&rows) {
-                Ok(path) => println!("wrote {path}"),
+            match write_json(&rows).and_then(|j| Ok((j, write_markdown(&rows)?))) {
+                Ok((json, md)) => println!("wrote {json} and {md}"),
                 Err(e) => {
                     eprintln!("e2e: {e}");
                     std::process::exit(1);
                 }
+            }
+            // The plot is for reading: a missing font is reported, not a
+            // failure.
+            match plot(&rows) {
+                Ok(path) => println!("wrote {path}"),
+                Err(e) => eprintln!("e2e: no plot: {e}"),
             }
             println!("e2e: total {:.1} s", started.elapsed().as_secs_f64());
         }

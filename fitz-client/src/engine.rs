@@ -8,8 +8,13 @@
 //! - `S` wire registrations (a subscribe request kept in its encoded form,
 //!   so it can be sent again after a reconnect) and `S` local subscribers,
 //!   each with a bounded queue of `Q` deliveries. Several local subscribers
-//!   of one registration share it; RPC calls in flight are local
-//!   subscribers too (their response chunks are deliveries).
+//!   of one registration share it;
+//! - `C` RPC call slots, each with a bounded queue of `CQ` response chunks
+//!   (and lifecycle signals). Calls have a table of their own so that a
+//!   client can keep many more calls in flight than it has subscribers
+//!   (calls are short-lived and usually get one chunk) without giving
+//!   every call a subscriber's deep queue. By default `C = S` and
+//!   `CQ = Q`.
 
 use core::task::{Context, Poll, Waker};
 
@@ -74,6 +79,8 @@ pub enum Stopped {
 pub struct SubId {
     index: u16,
     generation: u32,
+    /// An RPC call slot, not a subscriber.
+    call: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,10 +182,15 @@ fn wake(w: &mut Option<Waker>) {
 }
 
 /// What the tables need to know from session events, outside the session.
-struct Tables<P, const N: usize, const S: usize, const Q: usize> {
+struct Tables<P, const N: usize, const S: usize, const Q: usize, const C: usize, const CQ: usize> {
     waiters: [Waiter<P>; N],
     regs: [Reg; S],
     locals: [Local<P, Q>; S],
+    /// RPC calls (target always [`Target::Call`]).
+    calls: [Local<P, CQ>; C],
+    /// Calls with a deadline armed: `poll_timeout` scans the call table
+    /// only when there are some.
+    deadlines: usize,
     general: Wakers<32>,
     state_waker: Wakers<8>,
     /// A SERVER_HELLO or the end of the settle window authenticated the
@@ -193,10 +205,12 @@ struct Tables<P, const N: usize, const S: usize, const Q: usize> {
 }
 
 /// The engine; see the module documentation. `P` is the owned receive view
-/// ([`Buf`]), `T` the transmit buffer (`[u8; LEN]`, a boxed slice…).
-pub struct Engine<P, T, const N: usize, const S: usize, const Q: usize> {
+/// ([`Buf`]), `T` the transmit buffer (`[u8; LEN]`, a boxed slice…); `N`
+/// request slots, `S` subscribers with queues of `Q`, `C` RPC calls in
+/// flight with queues of `CQ` chunks.
+pub struct Engine<P, T, const N: usize, const S: usize, const Q: usize, const C: usize = S, const CQ: usize = Q> {
     session: Session<N>,
-    t: Tables<P, N, S, Q>,
+    t: Tables<P, N, S, Q, C, CQ>,
     tx: T,
     tx_len: usize,
     writer: Option<Waker>,
@@ -227,7 +241,16 @@ pub struct Stats {
     pub serialized: u64,
 }
 
-impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const Q: usize> Engine<P, T, N, S, Q> {
+impl<
+    P: Buf,
+    T: AsRef<[u8]> + AsMut<[u8]>,
+    const N: usize,
+    const S: usize,
+    const Q: usize,
+    const C: usize,
+    const CQ: usize,
+> Engine<P, T, N, S, Q, C, CQ>
+{
     /// An engine with a disconnected session. `tx` is the transmit buffer:
     /// its length bounds the frames queued between two writes (and the
     /// largest frame that can be sent).
@@ -236,6 +259,7 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
         // the prefix per frame (see `frames`).
         let cfg = Config { transport: Transport::Tcp, ..cfg };
         const { assert!(S <= u16::MAX as usize, "Engine: S must fit u16") };
+        const { assert!(C <= u16::MAX as usize, "Engine: C must fit u16") };
         Engine {
             session: Session::new(cfg),
             t: Tables {
@@ -254,14 +278,9 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
                     locals: 0,
                     restoring: false,
                 }),
-                locals: core::array::from_fn(|_| Local {
-                    state: LocalState::Free,
-                    generation: 0,
-                    target: Target::Reg(0),
-                    queue: Deque::new(),
-                    waker: None,
-                    deadline: 0,
-                }),
+                locals: core::array::from_fn(|_| free_local()),
+                calls: core::array::from_fn(|_| free_local()),
+                deadlines: 0,
                 general: Wakers(Vec::new()),
                 state_waker: Wakers(Vec::new()),
                 just_authenticated: false,
@@ -608,8 +627,15 @@ pub trait Core {
     fn now(&self) -> u64;
 }
 
-impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const Q: usize> Core
-    for Engine<P, T, N, S, Q>
+impl<
+    P: Buf,
+    T: AsRef<[u8]> + AsMut<[u8]>,
+    const N: usize,
+    const S: usize,
+    const Q: usize,
+    const C: usize,
+    const CQ: usize,
+> Core for Engine<P, T, N, S, Q, C, CQ>
 {
     type Buf = P;
     type Tx = T;
@@ -700,13 +726,14 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
         self.t.restoring = 0;
         // The broker forgets calls with their connection: the outcome is
         // unknown.
-        for l in self.t.locals.iter_mut() {
-            if matches!(l.target, Target::Call { .. }) && matches!(l.state, LocalState::Pending | LocalState::Active) {
+        for l in self.t.calls.iter_mut() {
+            if matches!(l.state, LocalState::Pending | LocalState::Active) {
                 l.state = LocalState::Ended(Some(Error::ConnectionLost));
                 l.deadline = 0;
                 wake(&mut l.waker);
             }
         }
+        self.t.deadlines = 0;
         self.after_session();
         core::mem::take(&mut self.t.auth_failed)
     }
@@ -734,6 +761,14 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
                 wake(&mut l.waker);
             }
         }
+        for l in self.t.calls.iter_mut() {
+            if matches!(l.state, LocalState::Pending | LocalState::Active) {
+                l.state = LocalState::Ended(Some(Error::Closed));
+                l.deadline = 0;
+                wake(&mut l.waker);
+            }
+        }
+        self.t.deadlines = 0;
         for w in self.t.waiters.iter_mut() {
             if w.id.is_some() && w.result.is_none() {
                 w.result = Some(Err(Error::Closed));
@@ -755,7 +790,11 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
     }
 
     fn poll_timeout(&mut self) -> Option<u64> {
-        let calls = self.t.locals.iter().filter(|l| l.deadline != 0).map(|l| l.deadline).min();
+        let calls = if self.t.deadlines == 0 {
+            None
+        } else {
+            self.t.calls.iter().filter(|l| l.deadline != 0).map(|l| l.deadline).min()
+        };
         let next = match (self.session.poll_timeout(), calls) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -773,10 +812,14 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
         let t = &mut self.t;
         let r = self.session.handle_timeout(now, &mut |e| t.on_event(e, None));
         let cancel_allowed = self.session.capabilities().contains(Capabilities::RPC_CANCELLATION);
-        for i in 0..S {
-            let Some(l) = self.t.locals.get_mut(i) else { continue };
+        for i in 0..C {
+            if self.t.deadlines == 0 {
+                break;
+            }
+            let Some(l) = self.t.calls.get_mut(i) else { continue };
             if l.deadline != 0 && now >= l.deadline {
                 l.deadline = 0;
+                self.t.deadlines = self.t.deadlines.saturating_sub(1);
                 if let Target::Call { id, .. } = l.target
                     && matches!(l.state, LocalState::Active)
                 {
@@ -998,50 +1041,54 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
     }
 
     fn poll_subscribed(&mut self, cx: &Context<'_>, id: SubId) -> Poll<Result<(), Error>> {
-        let Some(l) = self.t.local_mut(id) else { return Poll::Ready(Err(Error::Closed)) };
-        match &l.state {
-            LocalState::Pending => {
-                l.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-            LocalState::Active => Poll::Ready(Ok(())),
-            LocalState::Ended(e) => Poll::Ready(Err(e.clone().unwrap_or(Error::Closed))),
-            LocalState::Free => Poll::Ready(Err(Error::Closed)),
+        if id.call {
+            return match self.t.call_mut(id) {
+                Some(l) => poll_subscribed(l, cx),
+                None => Poll::Ready(Err(Error::Closed)),
+            };
         }
+        let Some(l) = self.t.local_mut(id) else { return Poll::Ready(Err(Error::Closed)) };
+        poll_subscribed(l, cx)
     }
 
     fn poll_next(&mut self, cx: &Context<'_>, id: SubId) -> Poll<Option<Result<Item<P>, Error>>> {
+        if id.call {
+            return match self.t.call_mut(id) {
+                Some(l) => poll_next(l, cx),
+                None => Poll::Ready(Some(Err(Error::Closed))),
+            };
+        }
         let Some(l) = self.t.local_mut(id) else { return Poll::Ready(Some(Err(Error::Closed))) };
-        if let Some(item) = l.queue.pop_front() {
-            return Poll::Ready(Some(Ok(item)));
-        }
-        match &mut l.state {
-            LocalState::Ended(e) => Poll::Ready(e.take().map(Err)),
-            LocalState::Free => Poll::Ready(None),
-            LocalState::Pending | LocalState::Active => {
-                l.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
+        poll_next(l, cx)
     }
 
     fn unsubscribe(&mut self, id: SubId) {
-        let Some(l) = self.t.local_mut(id) else { return };
-        let target = l.target;
-        let was_live = matches!(l.state, LocalState::Pending | LocalState::Active);
-        *l = Local { generation: l.generation, ..free_local() };
-        match target {
-            Target::Reg(r) => {
-                if was_live {
-                    self.t.leave_reg(r as usize);
-                }
+        if id.call {
+            let Some(l) = self.t.call_mut(id) else { return };
+            let target = l.target;
+            let was_live = matches!(l.state, LocalState::Pending | LocalState::Active);
+            let armed = l.deadline != 0;
+            *l = Local { generation: l.generation, ..free_local() };
+            if armed {
+                self.t.deadlines = self.t.deadlines.saturating_sub(1);
             }
-            Target::Call { id, .. } => {
-                // A call abandoned before its last chunk: tell the broker.
-                if was_live && self.session.capabilities().contains(Capabilities::RPC_CANCELLATION) {
-                    let cancel = RpcCancel::Caller { correlation_id: id, reason: rpc::CancelReason::Explicit };
-                    let _ = self.queue_frame(&cancel);
-                }
+            // A call abandoned before its last chunk: tell the broker.
+            if let Target::Call { id, .. } = target
+                && was_live
+                && self.session.capabilities().contains(Capabilities::RPC_CANCELLATION)
+            {
+                let cancel = RpcCancel::Caller { correlation_id: id, reason: rpc::CancelReason::Explicit };
+                let _ = self.queue_frame(&cancel);
+            }
+        } else {
+            let Some(l) = self.t.local_mut(id) else { return };
+            let target = l.target;
+            let was_live = matches!(l.state, LocalState::Pending | LocalState::Active);
+            *l = Local { generation: l.generation, ..free_local() };
+            if let Target::Reg(r) = target
+                && was_live
+            {
+                self.t.leave_reg(r as usize);
             }
         }
         self.pump();
@@ -1083,19 +1130,27 @@ impl<P: Buf, T: AsRef<[u8]> + AsMut<[u8]>, const N: usize, const S: usize, const
         let budget = (deadline_ms != 0 && self.session.capabilities().contains(Capabilities::RPC_CANCELLATION))
             .then(|| rpc::BudgetExtension::saturating(deadline_ms));
         let req = rpc::Request { correlation_id, route, body, budget };
-        let Some(local) = self.t.free_local() else {
-            return Poll::Ready(Err(Error::Capacity(Capacity::Subscriptions)));
+        let Some(slot) = self.t.calls.iter().position(|l| l.state == LocalState::Free) else {
+            return Poll::Ready(Err(Error::Capacity(Capacity::Calls)));
         };
         match self.queue_frame(&req) {
             Ok(true) => {
-                let id = self.t.take_local(local, Target::Call { id: correlation_id, next_seq: 0 }, LocalState::Active);
-                if let Some(l) = self.t.locals.get_mut(local) {
-                    l.deadline = if deadline_ms == 0 { 0 } else { self.now.saturating_add(deadline_ms) };
-                }
+                let Some(l) = self.t.calls.get_mut(slot) else {
+                    return Poll::Ready(Err(Error::Capacity(Capacity::Calls)));
+                };
+                let generation = l.generation.wrapping_add(1);
+                *l = Local {
+                    state: LocalState::Active,
+                    generation,
+                    target: Target::Call { id: correlation_id, next_seq: 0 },
+                    ..free_local()
+                };
                 if deadline_ms != 0 {
+                    l.deadline = self.now.saturating_add(deadline_ms).max(1);
+                    self.t.deadlines += 1;
                     wake(&mut self.timer);
                 }
-                Poll::Ready(Ok(id))
+                Poll::Ready(Ok(SubId { index: slot as u16, generation, call: true }))
             }
             Ok(false) => {
                 self.t.general.register(cx.waker());
@@ -1230,7 +1285,9 @@ const fn subscribe_kind(notify: MsgType) -> Option<MsgType> {
     })
 }
 
-impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> {
+impl<P: Buf, const N: usize, const S: usize, const Q: usize, const C: usize, const CQ: usize>
+    Tables<P, N, S, Q, C, CQ>
+{
     fn note_state(&mut self) {
         self.state_changes = self.state_changes.wrapping_add(1);
         self.state_waker.wake_all();
@@ -1368,16 +1425,22 @@ impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> 
     }
 
     fn take_local(&mut self, i: usize, target: Target, state: LocalState) -> SubId {
-        let Some(l) = self.locals.get_mut(i) else { return SubId { index: u16::MAX, generation: 0 } };
+        let Some(l) = self.locals.get_mut(i) else { return SubId { index: u16::MAX, generation: 0, call: false } };
         let generation = l.generation.wrapping_add(1);
         *l = Local { state, generation, target, ..free_local() };
-        SubId { index: i as u16, generation }
+        SubId { index: i as u16, generation, call: false }
     }
 
     fn local_mut(&mut self, id: SubId) -> Option<&mut Local<P, Q>> {
         self.locals
             .get_mut(usize::from(id.index))
-            .filter(|l| l.generation == id.generation && l.state != LocalState::Free)
+            .filter(|l| !id.call && l.generation == id.generation && l.state != LocalState::Free)
+    }
+
+    fn call_mut(&mut self, id: SubId) -> Option<&mut Local<P, CQ>> {
+        self.calls
+            .get_mut(usize::from(id.index))
+            .filter(|l| id.call && l.generation == id.generation && l.state != LocalState::Free)
     }
 
     /// Routes a record nobody asked for: NOTIFY by subscription id, RPC
@@ -1388,8 +1451,8 @@ impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> 
             MsgType::RPC_RESPONSE => {
                 let Some(uuid) = rpc::peek_correlation_id(payload) else { return self.unmatched += 1 };
                 let Ok(resp) = rpc::Response::decode(payload) else { return self.unmatched += 1 };
-                let Some(l) = self.locals.iter_mut().find(|l| {
-                    matches!(l.target, Target::Call { id, .. } if id == uuid) && l.state == LocalState::Active
+                let Some(l) = self.calls.iter_mut().find(|l| {
+                    l.state == LocalState::Active && matches!(l.target, Target::Call { id, .. } if id == uuid)
                 }) else {
                     return self.unmatched += 1;
                 };
@@ -1408,7 +1471,9 @@ impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> 
                 push(l, Item::Record { msg_type: ty, payload: frame.part(payload) });
                 if resp.stream_end() && l.state == LocalState::Active {
                     l.state = LocalState::Ended(None);
-                    l.deadline = 0;
+                    if core::mem::take(&mut l.deadline) != 0 {
+                        self.deadlines = self.deadlines.saturating_sub(1);
+                    }
                 }
             }
             MsgType::RPC_REQUEST => {
@@ -1448,9 +1513,9 @@ impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> 
                 let Ok(signal) = RpcLifecycle::decode(payload) else { return self.unmatched += 1 };
                 match signal {
                     RpcLifecycle::CancelResult { correlation_id, status } => {
-                        if let Some(l) = self.locals.iter_mut().find(|l| {
-                            matches!(l.target, Target::Call { id, .. } if id == correlation_id)
-                                && l.state == LocalState::Active
+                        if let Some(l) = self.calls.iter_mut().find(|l| {
+                            l.state == LocalState::Active
+                                && matches!(l.target, Target::Call { id, .. } if id == correlation_id)
                         }) {
                             push(l, Item::Record { msg_type: ty, payload: frame.part(payload) });
                             // The broker took the cancel: the call is over
@@ -1458,7 +1523,9 @@ impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> 
                             // without cancellation support keeps running it.
                             if status != rpc::CancelStatus::WorkerUnsupported && l.state == LocalState::Active {
                                 l.state = LocalState::Ended(Some(Error::Cancelled));
-                                l.deadline = 0;
+                                if core::mem::take(&mut l.deadline) != 0 {
+                                    self.deadlines = self.deadlines.saturating_sub(1);
+                                }
                             }
                         }
                     }
@@ -1509,13 +1576,40 @@ impl<P: Buf, const N: usize, const S: usize, const Q: usize> Tables<P, N, S, Q> 
 }
 
 /// Queues `item` for a subscriber; a full queue ends only this subscriber
-/// with [`Error::Backpressure`] (returns false then).
+/// with [`Error::Backpressure`] (returns false then). A call's deadline
+/// stays armed: the timer clears it (keeping the count of armed deadlines
+/// exact) and does not cancel a call that already ended.
 fn push<P, const Q: usize>(l: &mut Local<P, Q>, item: Item<P>) -> bool {
     let ok = l.queue.push_back(item).is_ok();
     if !ok {
         l.state = LocalState::Ended(Some(Error::Backpressure));
-        l.deadline = 0;
     }
     wake(&mut l.waker);
     ok
+}
+
+fn poll_subscribed<P, const Q: usize>(l: &mut Local<P, Q>, cx: &Context<'_>) -> Poll<Result<(), Error>> {
+    match &l.state {
+        LocalState::Pending => {
+            l.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+        LocalState::Active => Poll::Ready(Ok(())),
+        LocalState::Ended(e) => Poll::Ready(Err(e.clone().unwrap_or(Error::Closed))),
+        LocalState::Free => Poll::Ready(Err(Error::Closed)),
+    }
+}
+
+fn poll_next<P, const Q: usize>(l: &mut Local<P, Q>, cx: &Context<'_>) -> Poll<Option<Result<Item<P>, Error>>> {
+    if let Some(item) = l.queue.pop_front() {
+        return Poll::Ready(Some(Ok(item)));
+    }
+    match &mut l.state {
+        LocalState::Ended(e) => Poll::Ready(e.take().map(Err)),
+        LocalState::Free => Poll::Ready(None),
+        LocalState::Pending | LocalState::Active => {
+            l.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
 }

@@ -113,8 +113,10 @@ pub enum Error {
 pub enum Capacity {
     /// All request slots are in use.
     Requests,
-    /// All subscription (and RPC call) slots are in use.
+    /// All subscription slots are in use.
     Subscriptions,
+    /// All RPC call slots are in use.
+    Calls,
     /// All wire registrations are in use.
     Registrations,
     /// A subscribe request is longer than the stored form allows.

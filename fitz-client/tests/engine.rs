@@ -28,7 +28,9 @@ impl Buf for Owned {
     }
 }
 
-type E = Engine<Owned, Vec<u8>, 8, 4, 4>;
+/// 8 request slots, 4 subscribers with queues of 4, 16 RPC calls with queues
+/// of 2 chunks.
+type E = Engine<Owned, Vec<u8>, 8, 4, 4, 16, 2>;
 
 struct Pair {
     e: E,
@@ -334,4 +336,78 @@ fn queued_acquire_keeps_both_replies_even_when_the_grant_comes_first() {
     p.e.finish_request(id);
     // The type is free again.
     assert!(p.e.poll_request(&cx(), &acquire, 0, None).is_ready());
+}
+
+/// RPC calls have a table of their own: more calls than subscribers can be
+/// in flight, each gets its own response whatever the order, the table
+/// has a limit of its own, and subscribers stay available meanwhile.
+#[test]
+fn calls_beyond_the_subscriber_count_are_in_flight_at_once() {
+    use fitz_wire::Uuid;
+    use fitz_wire::rpc::Response;
+    let mut p = Pair::new(DialectMode::Auto);
+    p.connect(true);
+    let uuid = |i: u8| Uuid([i; 16]);
+    let calls: Vec<_> =
+        (0..16u8).map(|i| ready(p.e.poll_call(&cx(), "rpc://a/b/c", &[i], uuid(i), 0)).unwrap()).collect();
+    assert_eq!(p.sent().iter().filter(|(t, _)| *t == MsgType::RPC_REQUEST).count(), 16);
+    assert_eq!(
+        ready(p.e.poll_call(&cx(), "rpc://a/b/c", b"", uuid(99), 0)),
+        Err(Error::Capacity(fitz_client::Capacity::Calls)),
+        "the call table is full"
+    );
+    // All four subscribers are still free.
+    for i in 0..4 {
+        let pattern = ["notice://a/b/*", "notice://a/c/*", "notice://a/d/*", "notice://a/e/*"][i];
+        p.e.subscribe(&notice::Subscribe { pattern }).unwrap();
+    }
+    // Replies in reverse order, each to its own call.
+    for i in (0..16u8).rev() {
+        p.deliver(&Response::last(uuid(i), 0, &[i, i]));
+    }
+    for (i, id) in calls.iter().enumerate() {
+        match ready(p.e.poll_next(&cx(), *id)) {
+            Some(Ok(Item::Record { msg_type: MsgType::RPC_RESPONSE, payload })) => {
+                let r = Response::decode(payload.as_ref()).unwrap();
+                assert_eq!((r.correlation_id, r.body), (uuid(i as u8), &[i as u8, i as u8][..]));
+            }
+            other => panic!("call {i}: {other:?}"),
+        }
+        assert_eq!(ready(p.e.poll_next(&cx(), *id)), None, "one-shot reply: the call ended");
+        p.e.unsubscribe(*id);
+    }
+    // The slots are free again.
+    assert!(ready(p.e.poll_call(&cx(), "rpc://a/b/c", b"", uuid(99), 0)).is_ok());
+}
+
+/// A call's queue is `CQ` chunks deep; a call that does not read ends with
+/// backpressure, and its deadline still fires (and is cleared) later
+/// without a cancel for the ended call.
+#[test]
+fn a_call_that_does_not_read_ends_with_backpressure_at_its_queue_depth() {
+    use fitz_wire::Uuid;
+    use fitz_wire::rpc::Response;
+    let mut p = Pair::new(DialectMode::Auto);
+    p.connect(true);
+    let id = ready(p.e.poll_call(&cx(), "rpc://a/b/c", b"", Uuid([7; 16]), 500)).unwrap();
+    let timed = ready(p.e.poll_call(&cx(), "rpc://a/b/c", b"", Uuid([8; 16]), 1000)).unwrap();
+    p.sent();
+    assert_eq!(p.e.poll_timeout(), Some(500));
+    for seq in 0..3 {
+        p.deliver(&Response::chunk(Uuid([7; 16]), seq, b"x"));
+    }
+    assert!(matches!(ready(p.e.poll_next(&cx(), id)), Some(Ok(Item::Record { .. }))));
+    assert!(matches!(ready(p.e.poll_next(&cx(), id)), Some(Ok(Item::Record { .. }))));
+    assert_eq!(ready(p.e.poll_next(&cx(), id)), Some(Err(Error::Backpressure)));
+    p.advance(500);
+    assert!(!p.sent().iter().any(|(t, _)| *t == MsgType::RPC_CANCEL), "no cancel for a call that already ended");
+    assert_eq!(p.e.poll_timeout(), Some(1000), "the other call's deadline is still armed");
+    p.advance(500);
+    assert_eq!(ready(p.e.poll_next(&cx(), timed)), Some(Err(Error::Timeout)));
+    assert_eq!(
+        p.sent().iter().filter(|(t, _)| *t == MsgType::RPC_CANCEL).count(),
+        1,
+        "the timed-out call is cancelled"
+    );
+    assert_eq!(p.e.poll_timeout(), None, "no deadline left");
 }

@@ -36,7 +36,8 @@
 //! | part | parameter | default | holds |
 //! |---|---|---|---|
 //! | reply slots | `N` | 4 | requests in flight at once (with their replies) |
-//! | subscribers | `S` | 4 | wire registrations, local subscribers, RPC calls |
+//! | subscribers | `S` | 4 | wire registrations (subscriptions, RPC workers) and local subscribers |
+//! | RPC calls | [`CALLS`] | 2 | calls in flight, each with [`CALL_QUEUE_DEPTH`] = 2 response chunks |
 //! | delivery queue | `Q` | 4 | deliveries buffered per subscriber |
 //! | largest received frame | `M` | 512 B | a reply or delivery, copied once out of the socket |
 //! | transmit buffers | `TX` | 2 × 512 B | the engine's, and the one being written |
@@ -70,6 +71,10 @@ pub const REQUEST_SLOTS: usize = 4;
 pub const SUBSCRIBERS: usize = 4;
 /// Deliveries buffered per subscriber by default.
 pub const QUEUE_DEPTH: usize = 4;
+/// RPC calls in flight at once.
+pub const CALLS: usize = 2;
+/// Response chunks buffered per RPC call.
+pub const CALL_QUEUE_DEPTH: usize = 2;
 /// Largest received frame by default, in bytes.
 pub const MAX_FRAME: usize = 512;
 /// Size of each of the two transmit buffers by default.
@@ -81,7 +86,7 @@ pub const TOKEN_BUFFER: usize = 512;
 
 /// The engine of a client with these capacities.
 pub type EngineOf<'d, const N: usize, const S: usize, const Q: usize, const M: usize> =
-    Engine<Copied<M>, &'d mut [u8], N, S, Q>;
+    Engine<Copied<M>, &'d mut [u8], N, S, Q, CALLS, CALL_QUEUE_DEPTH>;
 
 type Cell<'d, const N: usize, const S: usize, const Q: usize, const M: usize> =
     Mutex<CriticalSectionRawMutex, RefCell<EngineOf<'d, N, S, Q, M>>>;

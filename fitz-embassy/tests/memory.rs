@@ -17,8 +17,8 @@ use fitz_client::ops::kv::TxMode;
 use fitz_client::ops::stream::Query;
 use fitz_client::{Session, Shared};
 use fitz_embassy::{
-    Client, Config, EngineOf, Handle, MAX_FRAME, QUEUE_DEPTH, REQUEST_SLOTS, Remote, Resources, SOCKET_BUFFER,
-    SUBSCRIBERS, TOKEN_BUFFER, TX_BUFFER,
+    CALL_QUEUE_DEPTH, CALLS, Client, Config, EngineOf, Handle, MAX_FRAME, QUEUE_DEPTH, REQUEST_SLOTS, Remote,
+    Resources, SOCKET_BUFFER, SUBSCRIBERS, TOKEN_BUFFER, TX_BUFFER,
 };
 use fitz_wire::Uuid;
 use fitz_wire::schedule::DeliveryMode;
@@ -142,7 +142,7 @@ fn the_memory_of_a_client_with_default_capacities() {
     println!("|---|---|");
     println!("| `Resources` (everything below, one static) | {resources} |");
     println!(
-        "| engine (session, {REQUEST_SLOTS} reply slots, {SUBSCRIBERS} subscribers x {QUEUE_DEPTH} deliveries of <= {MAX_FRAME} B) | {engine} |"
+        "| engine (session, {REQUEST_SLOTS} reply slots, {SUBSCRIBERS} subscribers x {QUEUE_DEPTH} deliveries, {CALLS} RPC calls x {CALL_QUEUE_DEPTH} chunks, each of <= {MAX_FRAME} B) | {engine} |"
     );
     println!("| of which the session state (`Session<{REQUEST_SLOTS}>`) | {session} |");
     println!(

@@ -15,13 +15,15 @@
 //! [`Client`] is cheap to clone and `Send + Sync`; clones share one
 //! connection. Replies and deliveries are [`bytes::Bytes`] slices of the
 //! receive buffer: nothing is copied. Memory is bounded: the engine's
-//! tables are fixed ([`REQUEST_SLOTS`], [`SUBSCRIBERS`], [`QUEUE_DEPTH`]),
+//! tables are fixed ([`REQUEST_SLOTS`], [`SUBSCRIBERS`], [`QUEUE_DEPTH`],
+//! [`CALLS`], [`CALL_QUEUE_DEPTH`]),
 //! the transmit buffer and the largest frame accepted are set by the
 //! builder.
 #![forbid(unsafe_code)]
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc, clippy::alloc_instead_of_core)]
 
 pub mod lease;
+pub mod memory;
 pub mod rpc;
 mod transport;
 
@@ -53,13 +55,21 @@ pub use transport::{Endpoint, TransportError};
 
 /// Requests in flight at once (the correlation table).
 pub const REQUEST_SLOTS: usize = 1024;
-/// Local subscribers and RPC calls at once (and wire registrations).
+/// Local subscribers (and wire registrations) at once: subscriptions and
+/// RPC workers.
 pub const SUBSCRIBERS: usize = 64;
 /// Deliveries buffered per subscriber before it ends with
 /// [`Error::Backpressure`].
 pub const QUEUE_DEPTH: usize = 256;
+/// RPC calls in flight at once; one more fails with
+/// [`Capacity::Calls`].
+pub const CALLS: usize = 1024;
+/// Response chunks (and lifecycle signals) buffered per RPC call before it
+/// ends with [`Error::Backpressure`]: a one-shot reply needs one; a
+/// streamed response is read as it arrives.
+pub const CALL_QUEUE_DEPTH: usize = 16;
 
-type StdEngine = Engine<Bytes, Box<[u8]>, REQUEST_SLOTS, SUBSCRIBERS, QUEUE_DEPTH>;
+type StdEngine = Engine<Bytes, Box<[u8]>, REQUEST_SLOTS, SUBSCRIBERS, QUEUE_DEPTH, CALLS, CALL_QUEUE_DEPTH>;
 
 /// The engine behind a std mutex, shared by every clone of a [`Client`],
 /// and the origin of its clock.
@@ -290,37 +300,51 @@ impl Builder {
     pub async fn connect(mut self) -> Result<Client, Error> {
         self.reconnect.first_connect_attempts.get_or_insert(1);
         let client = self.start()?;
-        let mut state = client.state();
-        loop {
-            match state {
-                State::Authenticated => return Ok(client),
-                State::Closed => {
-                    return Err(match client.stopped() {
-                        Some(Stopped::AuthenticationFailed) => Error::AuthenticationFailed,
-                        Some(Stopped::GaveUp) => Error::Unreachable,
-                        Some(Stopped::Closed) | None => Error::Closed,
-                    });
-                }
-                s => state = client.changed(s).await,
-            }
-        }
+        client.authenticated().await
+    }
+
+    /// Like [`Builder::connect`], over an in-memory [`memory::Link`]
+    /// instead of the URL's transport (the URL is only used in logs): the
+    /// [`memory::Peer`] plays the broker, CONNECT included.
+    pub async fn connect_in_memory(mut self, link: memory::Link) -> Result<Client, Error> {
+        self.reconnect.first_connect_attempts.get_or_insert(1);
+        let client = self.start_in_memory(link)?;
+        client.authenticated().await
+    }
+
+    /// Like [`Builder::start`], over an in-memory [`memory::Link`].
+    pub fn start_in_memory(self, link: memory::Link) -> Result<Client, Error> {
+        let connector = memory::MemoryConnector::new(link, self.max_frame);
+        let (handle, run) = self.launch(connector)?;
+        Ok(Client::spawned(handle, tokio::spawn(run)))
     }
 
     /// Starts the connection task without waiting; operations wait until
     /// the client is authenticated.
-    pub fn start(self) -> Result<Client, Error> {
+    pub fn start(mut self) -> Result<Client, Error> {
         let endpoint = Endpoint::parse(&self.url).map_err(|_| Error::Invalid("broker URL"))?;
         let connector = transport::Connector::new(transport::TransportConfig {
             endpoint,
             max_frame: self.max_frame,
             keepalive: self.keepalive,
             heartbeat: self.heartbeat,
-            tls: self.tls,
+            tls: std::mem::take(&mut self.tls),
         })
         .map_err(|e| {
             tracing::warn!(target: "fitz", error = %e, "TLS configuration refused");
             Error::Invalid("TLS root certificate")
         })?;
+        let (handle, run) = self.launch(connector)?;
+        Ok(Client::spawned(handle, tokio::spawn(run)))
+    }
+
+    /// The engine and the future that runs its connections over
+    /// `connector` (spawned by the caller, where the connector's type is
+    /// known to be `Send`).
+    fn launch<C>(self, connector: C) -> Result<(Handle, impl Future<Output = ()> + 'static), Error>
+    where
+        C: driver::Connector<Buf = Bytes> + 'static,
+    {
         let origin = Instant::now();
         let handle = Handle(build_engine(self.cfg, self.tx_buffer)?, origin);
         let clock = TokioClock(origin);
@@ -335,7 +359,7 @@ impl Builder {
         let h = handle.clone();
         let (policy, tokens) = (self.reconnect, Tokens(self.tokens));
         let url = self.url.clone();
-        let task = tokio::spawn(async move {
+        let run = async move {
             let mut token = vec![0u8; driver::TOKEN_MAX];
             let mut seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
             let random = move || {
@@ -351,8 +375,8 @@ impl Builder {
                 span,
             )
             .await;
-        });
-        Ok(Client(Arc::new(Inner { core: fitz_client::Client::new(handle), task: Mutex::new(Some(task)) })))
+        };
+        Ok((handle, run))
     }
 }
 
@@ -401,6 +425,29 @@ impl Deref for Inner {
 }
 
 impl Client {
+    fn spawned(handle: Handle, task: tokio::task::JoinHandle<()>) -> Client {
+        Client(Arc::new(Inner { core: fitz_client::Client::new(handle), task: Mutex::new(Some(task)) }))
+    }
+
+    /// Waits until the first connection is authenticated; the outcome of
+    /// [`Builder::connect`].
+    async fn authenticated(self) -> Result<Client, Error> {
+        let mut state = self.state();
+        loop {
+            match state {
+                State::Authenticated => return Ok(self),
+                State::Closed => {
+                    return Err(match self.stopped() {
+                        Some(Stopped::AuthenticationFailed) => Error::AuthenticationFailed,
+                        Some(Stopped::GaveUp) => Error::Unreachable,
+                        Some(Stopped::Closed) | None => Error::Closed,
+                    });
+                }
+                s => state = self.changed(s).await,
+            }
+        }
+    }
+
     /// A builder for `url` (`tcp://host:port`, `ws://host:port/ws`,
     /// `wss://…`).
     pub fn builder(url: impl Into<String>) -> Builder {
