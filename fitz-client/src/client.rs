@@ -6,7 +6,7 @@ use core::future::poll_fn;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use fitz_wire::{Capabilities, Dialect, Encode, Uuid};
+use fitz_wire::{Capabilities, Dialect, DynEncode, Encode, Uuid};
 
 use crate::engine::{Core, Item, SubId};
 use crate::error::Error;
@@ -154,17 +154,17 @@ impl<H: Shared> Client<H> {
     /// client is (re)connecting, while a same-type request is outstanding
     /// on a broker without correlation, and while the transmit buffer is
     /// full. `timeout_ms` 0 = no deadline.
-    pub async fn request<E: Encode + ?Sized>(&self, msg: &E, timeout_ms: u64) -> Result<Pending<H>, Error> {
+    pub async fn request(&self, msg: &dyn DynEncode, timeout_ms: u64) -> Result<Pending<H>, Error> {
         self.request_in(None, msg, timeout_ms).await
     }
 
     /// [`Client::request`] for a handle of connection `epoch` (a
     /// transaction, an append session…): fails with
     /// [`Error::StaleHandle`] once the client has reconnected.
-    pub async fn request_in<E: Encode + ?Sized>(
+    pub async fn request_in(
         &self,
         epoch: Option<u32>,
-        msg: &E,
+        msg: &dyn DynEncode,
         timeout_ms: u64,
     ) -> Result<Pending<H>, Error> {
         let id = poll_fn(|cx| {
@@ -181,10 +181,10 @@ impl<H: Shared> Client<H> {
 
     /// Sends a request and waits for its reply payload, for a handle of
     /// connection `epoch` (see [`Client::request_in`]).
-    pub async fn round_trip_in<E: Encode + ?Sized>(
+    pub async fn round_trip_in(
         &self,
         epoch: Option<u32>,
-        msg: &E,
+        msg: &dyn DynEncode,
         timeout_ms: u64,
     ) -> Result<BufOf<H>, Error> {
         let mut p = self.request_in(epoch, msg, timeout_ms).await?;
@@ -193,25 +193,25 @@ impl<H: Shared> Client<H> {
 
     /// Sends a request of connection `epoch` whose reply nobody waits for
     /// (what a dropped handle schedules); false if it could not be queued.
-    pub fn forget<E: Encode + ?Sized>(&self, msg: &E, epoch: u32) -> bool {
+    pub fn forget(&self, msg: &dyn DynEncode, epoch: u32) -> bool {
         self.h.with(|e| e.forget(msg, epoch))
     }
 
     /// Sends a request and waits for its reply payload.
-    pub async fn round_trip<E: Encode + ?Sized>(&self, msg: &E, timeout_ms: u64) -> Result<BufOf<H>, Error> {
+    pub async fn round_trip(&self, msg: &dyn DynEncode, timeout_ms: u64) -> Result<BufOf<H>, Error> {
         let mut p = self.request(msg, timeout_ms).await?;
         p.reply().await
     }
 
     /// Sends a message that has no reply.
-    pub async fn send<E: Encode + ?Sized>(&self, msg: &E) -> Result<(), Error> {
+    pub async fn send(&self, msg: &dyn DynEncode) -> Result<(), Error> {
         poll_fn(|cx| self.h.with(|e| e.poll_send(cx, msg))).await
     }
 
     /// Subscribes with a subscribe request of any domain and waits for the
     /// broker's confirmation (immediate when another local subscriber
     /// already holds the same registration).
-    pub async fn subscribe<E: Encode + ?Sized>(&self, msg: &E) -> Result<Subscription<H>, Error> {
+    pub async fn subscribe(&self, msg: &dyn DynEncode) -> Result<Subscription<H>, Error> {
         let id = self.h.with(|e| e.subscribe(msg))?;
         let sub = Subscription { h: self.h.clone(), id };
         poll_fn(|cx| self.h.with(|e| e.poll_subscribed(cx, id))).await?;

@@ -599,6 +599,61 @@ impl<'a, M: Message + Payload<'a>> Encode for M {
     }
 }
 
+/// [`Encode`] as a trait object. Code that takes `&dyn DynEncode` is
+/// compiled once for every message type instead of once per type, which
+/// keeps firmware small (fitz-client's request path takes it). Every
+/// [`Encode`] type that is `Sync` is one (so that futures holding a
+/// `&dyn DynEncode` stay `Send`), and `dyn DynEncode` is itself an
+/// [`Encode`].
+pub trait DynEncode: Sync {
+    /// [`Encode::msg_type`].
+    fn dyn_msg_type(&self) -> crate::MsgType;
+    /// [`Encode::payload_len`].
+    fn dyn_payload_len(&self) -> usize;
+    /// [`Encode::write_payload`] into a sink behind a pointer.
+    fn dyn_write_payload(&self, out: &mut dyn Sink);
+}
+
+impl<E: Encode + Sync> DynEncode for E {
+    #[inline]
+    fn dyn_msg_type(&self) -> crate::MsgType {
+        self.msg_type()
+    }
+    #[inline]
+    fn dyn_payload_len(&self) -> usize {
+        self.payload_len()
+    }
+    #[inline]
+    fn dyn_write_payload(&self, out: &mut dyn Sink) {
+        self.write_payload(out);
+    }
+}
+
+impl Encode for dyn DynEncode + '_ {
+    #[inline]
+    fn msg_type(&self) -> crate::MsgType {
+        self.dyn_msg_type()
+    }
+    #[inline]
+    fn payload_len(&self) -> usize {
+        self.dyn_payload_len()
+    }
+    #[inline]
+    fn write_payload<S: Sink + ?Sized>(&self, out: &mut S) {
+        self.dyn_write_payload(&mut Forward(out));
+    }
+}
+
+/// A sized handle on any sink, so that it can be passed as `&mut dyn Sink`.
+struct Forward<'a, S: ?Sized>(&'a mut S);
+
+impl<S: Sink + ?Sized> Sink for Forward<'_, S> {
+    #[inline]
+    fn put(&mut self, data: &[u8]) {
+        self.0.put(data);
+    }
+}
+
 /// A payload sent with a message type chosen at run time. Replies use it:
 /// a reply carries its request's type (WIRE.md §4.1), e.g.
 /// `Typed::new(MsgType::KV_GET, Reply::Ok(kv::GetOk { value: None }))`.

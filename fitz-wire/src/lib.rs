@@ -75,7 +75,8 @@ pub mod stream;
 mod types;
 
 pub use codec::{
-    Element, Encode, Field, List, ListIter, ListWriter, Message, Payload, Reader, Sink, SliceWriter, Typed, Uuid,
+    DynEncode, Element, Encode, Field, List, ListIter, ListWriter, Message, Payload, Reader, Sink, SliceWriter, Typed,
+    Uuid,
 };
 pub use error::{DecodeError, ERROR_CODES, EncodeError, Envelope, ErrorCode, Reply, Retry, ServerError, StatusSet};
 pub use record::{FrameError, LabelError, Record, RecordError, RecordHeader, Records};

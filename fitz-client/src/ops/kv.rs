@@ -10,7 +10,7 @@ use fitz_wire::{Capabilities, Dialect, MsgType, Payload};
 use crate::client::{BufOf, Client, Shared, Subscription};
 use crate::engine::Buf;
 use crate::error::Error;
-use crate::ops::{RouteBuf, ok, own_route, poll_record};
+use crate::ops::{RouteBuf, check_route, ok, own_route, poll_record};
 
 pub use fitz_wire::kv::{Durability as Persistence, Mode as TxMode};
 
@@ -39,14 +39,14 @@ impl<'c, H: Shared> Kv<'c, H> {
 
     /// Begins a transaction on the exact route `kv://realm/area/resource`
     /// with buffered persistence.
-    pub async fn begin(&self, route: &str, mode: Mode) -> Result<Txn<H>, Error> {
-        self.begin_with(route, mode, Durability::Buffered).await
+    pub fn begin(&self, route: &str, mode: Mode) -> impl Future<Output = Result<Txn<H>, Error>> {
+        self.begin_with(route, mode, Durability::Buffered)
     }
 
     /// Begins a transaction; `durability` is sent at BEGIN to a legacy
     /// broker and at COMMIT to a current one.
     pub async fn begin_with(&self, route: &str, mode: Mode, durability: Durability) -> Result<Txn<H>, Error> {
-        let owned = own_route(route)?;
+        check_route(route)?;
         let c = self.c;
         c.ready().await?;
         let (dialect, epoch) = (c.dialect().map(|(d, _)| d), c.epoch());
@@ -57,7 +57,7 @@ impl<'c, H: Shared> Kv<'c, H> {
         Ok(Txn {
             c: c.clone(),
             tx_id: begun.tx_id,
-            route: owned,
+            route: own_route(route)?,
             epoch,
             legacy,
             durability,
@@ -167,7 +167,7 @@ impl<H: Shared> Txn<H> {
         &self.route
     }
 
-    async fn ack<M: fitz_wire::Encode>(&self, msg: &M, ty: MsgType) -> Result<(), Error> {
+    async fn ack(&self, msg: &dyn fitz_wire::DynEncode, ty: MsgType) -> Result<(), Error> {
         let p = self.c.round_trip_in(Some(self.epoch), msg, self.timeout_ms).await?;
         ok(wire::decode_ack_reply(p.as_ref()), ty)
     }
@@ -222,9 +222,9 @@ impl<H: Shared> Txn<H> {
     }
 
     /// Commits with the durability chosen at begin.
-    pub async fn commit(self) -> Result<(), Error> {
+    pub fn commit(self) -> impl Future<Output = Result<(), Error>> {
         let d = self.durability;
-        self.commit_with(d).await
+        self.commit_with(d)
     }
 
     /// Commits with `persistence` (sent at COMMIT to a current broker; a

@@ -24,7 +24,7 @@ use crate::client::{BufOf, Client, Shared, Subscription};
 use crate::engine::{Buf, Item};
 use crate::error::{Error, Fault};
 use crate::ops::queue::{request_fresh, with_wait};
-use crate::ops::{RouteBuf, ok, own_route, poll_record};
+use crate::ops::{RouteBuf, check_route, ok, own_route, poll_record};
 
 pub use fitz_wire::lease::{AcquireStatus, ListCursor, MAX_OWNER_ID_LEN, MAX_WAIT_SECONDS};
 
@@ -116,8 +116,8 @@ impl<'c, H: Shared> Lease<'c, H> {
 
     /// Acquires `route` for `ttl_secs`, failing at once (the broker's 5001)
     /// if someone else holds it.
-    pub async fn acquire(&self, route: &str, ttl_secs: u64) -> Result<Held<H>, Error> {
-        self.acquire_wait(route, ttl_secs, 0).await
+    pub fn acquire(&self, route: &str, ttl_secs: u64) -> impl Future<Output = Result<Held<H>, Error>> {
+        self.acquire_wait(route, ttl_secs, 0)
     }
 
     /// Acquires `route` for `ttl_secs`; if it is held, waits up to
@@ -134,23 +134,27 @@ impl<'c, H: Shared> Lease<'c, H> {
         }
         let msg = wire::Acquire { route, owner_id: self.owner, ttl_secs, wait_seconds };
         msg.validate().map_err(invalid)?;
-        let owned = own_route(route)?;
-        let owner =
-            OwnerBuf::try_from(self.owner).map_err(|_| Error::Invalid("lease owner_id longer than 512 bytes"))?;
+        // Route and owner are copied into the handle once granted; only
+        // their lengths are checked now (`validate` bounds the owner).
+        check_route(route)?;
         let c = self.c;
         let timeout_ms = with_wait(self.timeout_ms, u64::from(wait_seconds));
         let (mut pending, epoch) = request_fresh(c, &msg, timeout_ms).await?;
-        let first = pending.reply().await?;
-        let mut grant = ok(wire::decode_acquire_reply(first.as_ref()), MsgType::LEASE_ACQUIRE)?;
+        let mut grant = {
+            let first = pending.reply().await?;
+            ok(wire::decode_acquire_reply(first.as_ref()), MsgType::LEASE_ACQUIRE)?
+        };
         let waited = grant.status.is_queued();
         if waited {
             // Same request, second frame: the session kept the slot for it.
             let deferred = pending.reply().await?;
             grant = ok(wire::decode_acquire_deferred(deferred.as_ref()), MsgType::LEASE_ACQUIRE)?;
         }
+        let owner =
+            OwnerBuf::try_from(self.owner).map_err(|_| Error::Invalid("lease owner_id longer than 512 bytes"))?;
         Ok(Held {
             c: c.clone(),
-            route: owned,
+            route: own_route(route)?,
             owner,
             token: grant.fencing_token,
             ttl_secs,

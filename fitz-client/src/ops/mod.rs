@@ -29,6 +29,13 @@ pub(crate) fn own_route(route: &str) -> Result<RouteBuf, Error> {
     RouteBuf::try_from(route).map_err(|_| Error::Capacity(Capacity::Route))
 }
 
+/// Refuses a route a handle could not keep, before anything is sent. The
+/// copy is made only once the reply is in ([`own_route`] then cannot
+/// fail), so that no operation future carries it across its awaits.
+pub(crate) fn check_route(route: &str) -> Result<(), Error> {
+    if route.len() <= ROUTE_MAX { Ok(()) } else { Err(Error::Capacity(Capacity::Route)) }
+}
+
 /// The success value of a decoded reply, or the broker's error.
 pub(crate) fn ok<T>(r: Result<Reply<'_, T>, DecodeError>, request: MsgType) -> Result<T, Error> {
     match r? {

@@ -21,7 +21,7 @@ use fitz_wire::{MsgType, Payload};
 use crate::client::{BufOf, Client, Pending, Shared, Subscription};
 use crate::engine::Buf;
 use crate::error::Error;
-use crate::ops::{RouteBuf, ok, own_route, poll_record};
+use crate::ops::{RouteBuf, check_route, ok, own_route, poll_record};
 
 pub use fitz_wire::queue::CountersForm;
 
@@ -83,9 +83,9 @@ pub(crate) fn with_wait(timeout_ms: u64, wait_seconds: u64) -> u64 {
 /// is current when it is sent, whose epoch is returned with it. (A
 /// reconnect between reading the epoch and sending fails the send with
 /// `StaleHandle` before anything is written; it is simply sent again.)
-pub(crate) async fn request_fresh<H: Shared, E: fitz_wire::Encode + ?Sized>(
+pub(crate) async fn request_fresh<H: Shared>(
     c: &Client<H>,
-    msg: &E,
+    msg: &dyn fitz_wire::DynEncode,
     timeout_ms: u64,
 ) -> Result<(Pending<H>, u32), Error> {
     loop {
@@ -127,8 +127,8 @@ impl<'c, H: Shared> Queue<'c, H> {
     /// Reserves one message of `route` (exact, or a pattern able to match
     /// three segments) for `lease_seconds`, without waiting. The page is
     /// empty when nothing is ready.
-    pub async fn reserve(&self, route: &str, lease_seconds: u64) -> Result<ReservedPage<H>, Error> {
-        self.reserve_with(route, Reserve { lease_seconds, ..Reserve::default() }).await
+    pub fn reserve(&self, route: &str, lease_seconds: u64) -> impl Future<Output = Result<ReservedPage<H>, Error>> {
+        self.reserve_with(route, Reserve { lease_seconds, ..Reserve::default() })
     }
 
     /// Reserves up to `opts.batch` messages of `route` (exact, or a pattern
@@ -141,7 +141,7 @@ impl<'c, H: Shared> Queue<'c, H> {
         if !(1..=MAX_BATCH).contains(&opts.batch) {
             return Err(Error::Invalid("queue reserve batch (1..=1024)"));
         }
-        let owned = own_route(route)?;
+        check_route(route)?;
         let c = self.c;
         let msg = wire::Reserve {
             route,
@@ -154,7 +154,14 @@ impl<'c, H: Shared> Queue<'c, H> {
         let (mut pending, epoch) = request_fresh(c, &msg, timeout_ms).await?;
         let p = pending.reply().await?;
         ok(wire::decode_reserve_reply(p.as_ref(), layout), MsgType::QUEUE_RESERVE)?;
-        Ok(ReservedPage { c: c.clone(), payload: p, layout, route: owned, epoch, timeout_ms: self.timeout_ms })
+        Ok(ReservedPage {
+            c: c.clone(),
+            payload: p,
+            layout,
+            route: own_route(route)?,
+            epoch,
+            timeout_ms: self.timeout_ms,
+        })
     }
 
     /// Subscribes to availability of the queues matching `pattern`: a
@@ -285,7 +292,7 @@ impl<H: Shared> ReservedMessage<H> {
         self.epoch
     }
 
-    async fn ack<M: fitz_wire::Encode>(&self, msg: &M, ty: MsgType) -> Result<(), Error> {
+    async fn ack(&self, msg: &dyn fitz_wire::DynEncode, ty: MsgType) -> Result<(), Error> {
         let p = self.c.round_trip_in(Some(self.epoch), msg, self.timeout_ms).await?;
         ok(wire::decode_ack_reply(p.as_ref()), ty)
     }
@@ -302,10 +309,18 @@ impl<H: Shared> ReservedMessage<H> {
         self.ack(&msg, MsgType::QUEUE_EXTEND).await
     }
 
-    /// Acknowledges the message: the broker deletes it.
-    pub async fn complete(self) -> Result<(), Error> {
-        let msg = wire::Complete { route: self.route(), message_id: self.message_id, lease_token: self.lease_token };
-        self.ack(&msg, MsgType::QUEUE_COMPLETE).await
+    /// Acknowledges the message: the broker deletes it. The future keeps
+    /// only the route and ids, not the message and its body.
+    pub fn complete(self) -> impl Future<Output = Result<(), Error>> {
+        let route = own_route(self.route());
+        let (c, message_id, lease_token, epoch, timeout_ms) =
+            (self.c.clone(), self.message_id, self.lease_token, self.epoch, self.timeout_ms);
+        drop(self);
+        async move {
+            let msg = wire::Complete { route: &route?, message_id, lease_token };
+            let p = c.round_trip_in(Some(epoch), &msg, timeout_ms).await?;
+            ok(wire::decode_ack_reply(p.as_ref()), MsgType::QUEUE_COMPLETE)
+        }
     }
 }
 

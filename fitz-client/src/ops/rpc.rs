@@ -18,7 +18,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll, ready};
 
 use fitz_wire::rpc::{self as wire, CancelReason, RpcCancel, RpcLifecycle, WorkerExtension};
-use fitz_wire::{Capabilities, Encode, MsgType, Payload};
+use fitz_wire::{Capabilities, MsgType, Payload};
 
 use crate::client::{BufOf, Client, Shared, Subscription};
 use crate::engine::{Buf, Core, Item};
@@ -105,7 +105,7 @@ impl<'c, H: Shared> Rpc<'c, H> {
 /// Sends a message without reply on connection `epoch` only: checked and
 /// queued under one lock, so nothing of an earlier connection leaks onto a
 /// later one ([`Error::StaleHandle`]).
-async fn send_in<H: Shared, E: Encode + ?Sized>(c: &Client<H>, epoch: u32, msg: &E) -> Result<(), Error> {
+async fn send_in<H: Shared>(c: &Client<H>, epoch: u32, msg: &dyn fitz_wire::DynEncode) -> Result<(), Error> {
     poll_fn(|cx| {
         c.shared()
             .with(|e| if e.epoch() != epoch { Poll::Ready(Err(Error::StaleHandle)) } else { e.poll_send(cx, msg) })

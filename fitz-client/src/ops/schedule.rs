@@ -180,7 +180,7 @@ impl<'c, H: Shared> Schedule<'c, H> {
         self
     }
 
-    async fn ack<M: fitz_wire::Encode>(&self, msg: &M, ty: MsgType) -> Result<(), Error> {
+    async fn ack(&self, msg: &dyn fitz_wire::DynEncode, ty: MsgType) -> Result<(), Error> {
         let p = self.c.round_trip(msg, self.timeout_ms).await?;
         ok(wire::decode_ack_reply(p.as_ref()), ty)
     }
@@ -188,7 +188,7 @@ impl<'c, H: Shared> Schedule<'c, H> {
     /// Sends `msg` to a broker of the current dialect: refused locally for
     /// a legacy one, and sent again if the connection was replaced (and
     /// its dialect checked again) before it went out.
-    async fn current_only<M: fitz_wire::Encode>(&self, msg: &M, what: &'static str) -> Result<BufOf<H>, Error> {
+    async fn current_only(&self, msg: &dyn fitz_wire::DynEncode, what: &'static str) -> Result<BufOf<H>, Error> {
         loop {
             self.c.ready().await?;
             // One snapshot, so the dialect is the one of `epoch`.

@@ -34,7 +34,7 @@ impl Leg {
         let upstream: std::net::SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
         let relay = fitz_testkit::relay::Relay::start(upstream).await.unwrap();
         let url = if scheme == "tcp" { relay.url_tcp() } else { relay.ws_url(path) };
-        let b = Client::builder(url).settle_window(Duration::from_millis(150));
+        let b = Client::builder(url).settle_window(self.settle_window());
         let b = match &self.token {
             Some(t) => b.token(t.clone()),
             None => b.anonymous(),
@@ -47,9 +47,21 @@ impl Leg {
         self.builder().connect().await.unwrap_or_else(|e| panic!("{}: connect: {e}", self.name))
     }
 
-    /// A builder for this leg (short settle window for legacy brokers).
+    /// The authentication settle window for this leg: short for a legacy
+    /// broker, whose silence the test would otherwise wait for; long for
+    /// the others, where SERVER_HELLO ends it at once, so that a loaded
+    /// machine cannot delay the HELLO past the window and make the client
+    /// take a current broker for a legacy one.
+    fn settle_window(&self) -> Duration {
+        match self.dialect {
+            Some(fitz_testkit::Dialect::Legacy) => Duration::from_millis(150),
+            _ => Duration::from_secs(3),
+        }
+    }
+
+    /// A builder for this leg.
     pub fn builder(&self) -> fitz_std::Builder {
-        let b = Client::builder(self.url.clone()).settle_window(Duration::from_millis(150));
+        let b = Client::builder(self.url.clone()).settle_window(self.settle_window());
         match &self.token {
             Some(t) => b.token(t.clone()),
             None => b.anonymous(),
