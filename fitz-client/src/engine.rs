@@ -1260,7 +1260,7 @@ fn decode_subscribed(kind: MsgType, payload: &[u8]) -> Result<Result<u64, Fault>
 /// How specific a worker pattern is: more literal segments first, then
 /// without `**`, then fewer `*`.
 fn specificity(pattern: &str) -> (usize, bool, usize) {
-    let rest = pattern.split_once("://").map_or(pattern, |(_, r)| r);
+    let rest = fitz_wire::route::split_scheme(pattern).map_or(pattern, |(_, r)| r);
     let (mut literal, mut double, mut single) = (0, false, 0usize);
     for seg in rest.split('/') {
         match seg {

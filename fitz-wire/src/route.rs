@@ -39,6 +39,14 @@ impl Scheme {
     }
 }
 
+/// `route` split at its first `://` into scheme and rest. (A byte search
+/// and `str::get`: unlike `str::split_once`, no substring searcher and no
+/// panic path reach the binary, which matters in firmware.)
+pub fn split_scheme(route: &str) -> Option<(&str, &str)> {
+    let i = route.as_bytes().windows(3).position(|w| w == b"://")?;
+    Some((route.get(..i)?, route.get(i + 3..)?))
+}
+
 /// The part after `scheme://`, if `route` has that scheme.
 pub fn strip_scheme(route: &str, scheme: Scheme) -> Option<&str> {
     route.strip_prefix(scheme.as_str())?.strip_prefix("://")
@@ -84,7 +92,7 @@ pub fn is_concrete_any_depth(route: &str, scheme: Scheme) -> bool {
 
 /// True if any segment after the scheme is a wildcard (`*` or `**`).
 pub fn has_wildcard(route: &str) -> bool {
-    route.split_once("://").is_some_and(|(_, rest)| rest.split('/').any(|s| s == "*" || s == "**"))
+    split_scheme(route).is_some_and(|(_, rest)| rest.split('/').any(|s| s == "*" || s == "**"))
 }
 
 /// Checks a subscription pattern: whole-segment wildcards only, no
@@ -115,7 +123,7 @@ pub fn is_valid_pattern(pattern: &str, scheme: Scheme, depth: Option<usize>) -> 
 /// True if `route` (concrete) matches `pattern` (WIRE.md §9.4): `*` is one
 /// segment, `**` zero or more, greedy with backtracking. Schemes must be equal.
 pub fn matches(pattern: &str, route: &str) -> bool {
-    let (Some((ps, p)), Some((rs, r))) = (pattern.split_once("://"), route.split_once("://")) else {
+    let (Some((ps, p)), Some((rs, r))) = (split_scheme(pattern), split_scheme(route)) else {
         return false;
     };
     if ps != rs {
