@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use fitz_std::core::State;
 use fitz_std::memory::{self, Peer};
-use fitz_std::{Capacity, Client, Error, State, rpc};
+use fitz_std::{Capacity, Client, Error, rpc};
 use fitz_wire::frame::{LabelledRecords, Transport, encode_frame};
 use fitz_wire::{Capabilities, Encode, MsgType, control, rpc as wire};
 
