@@ -224,6 +224,22 @@ const GEN_BITS: u32 = 20;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
 
+/// Request deadlines in a min-heap: `(deadline, slot, generation)`.
+/// Entries of requests that ended stay until they reach the top and are
+/// dropped there, so finding the next deadline costs O(log N) per request
+/// instead of a walk of every slot per frame. When the heap fills with
+/// such stale entries it is rebuilt from the slots (at most once per `N`
+/// requests).
+#[derive(Debug, Clone)]
+struct Timers<const N: usize>(heapless::binary_heap::BinaryHeap<(u64, u16, u32), heapless::binary_heap::Min, N>);
+
+#[cfg(feature = "defmt")]
+impl<const N: usize> defmt::Format for Timers<N> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Timers({=usize} armed)", self.0.len());
+    }
+}
+
 /// The sans-IO session with `N` request slots.
 #[derive(Debug, Clone)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -238,6 +254,7 @@ pub struct Session<const N: usize> {
     heard: bool,
     epoch: u32,
     slots: [Slot; N],
+    timers: Timers<N>,
 }
 
 impl<const N: usize> Session<N> {
@@ -254,6 +271,7 @@ impl<const N: usize> Session<N> {
             heard: false,
             epoch: 0,
             slots: [FREE; N],
+            timers: Timers(heapless::binary_heap::BinaryHeap::new()),
         }
     }
 
@@ -330,9 +348,17 @@ impl<const N: usize> Session<N> {
     }
 
     /// The next instant [`Session::handle_timeout`] must run, if any.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&mut self) -> Option<u64> {
         let auth = (self.state == State::Authenticating).then_some(self.auth_deadline);
-        let slots = self.slots.iter().filter(|s| s.waits_deadline()).map(|s| s.deadline).min();
+        // Drop the entries of requests that ended; the top is then the
+        // earliest deadline still armed.
+        while let Some(&(d, slot, generation)) = self.timers.0.peek() {
+            if self.armed(d, slot, generation) {
+                break;
+            }
+            self.timers.0.pop();
+        }
+        let slots = self.timers.0.peek().map(|&(d, _, _)| d);
         match (auth, slots) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -352,14 +378,43 @@ impl<const N: usize> Session<N> {
             }
         }
         let epoch = self.epoch;
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            if s.waits_deadline() && now >= s.deadline {
+        while let Some(&(d, slot, generation)) = self.timers.0.peek() {
+            if d > now {
+                break;
+            }
+            self.timers.0.pop();
+            if self.armed(d, slot, generation)
+                && let Some(s) = self.slots.get_mut(usize::from(slot))
+            {
                 s.tombstone = true;
-                let id = RequestId { slot: i as u16, generation: s.generation, epoch };
+                let id = RequestId { slot, generation, epoch };
                 ev(Event::Failed { id, reason: FailReason::TimedOut });
             }
         }
         Ok(())
+    }
+
+    /// True if the heap entry `(deadline, slot, generation)` is the armed
+    /// deadline of a pending request (not of one that ended).
+    fn armed(&self, deadline: u64, slot: u16, generation: u32) -> bool {
+        self.slots
+            .get(usize::from(slot))
+            .is_some_and(|s| s.generation == generation && s.waits_deadline() && s.deadline == deadline)
+    }
+
+    /// Arms the deadline of the request in `slot`.
+    fn arm(&mut self, deadline: u64, slot: u16, generation: u32) {
+        if self.timers.0.push((deadline, slot, generation)).is_err() {
+            // Full of entries of requests that ended: rebuild from the
+            // slots, which hold at most N armed deadlines (this one
+            // included).
+            self.timers.0.clear();
+            for (i, s) in self.slots.iter().enumerate() {
+                if s.waits_deadline() {
+                    let _ = self.timers.0.push((s.deadline, i as u16, s.generation));
+                }
+            }
+        }
     }
 
     /// True if a request of `msg_type` would be labelled (pipelined).
@@ -418,6 +473,9 @@ impl<const N: usize> Session<N> {
                 deadline: if timeout_ms == 0 { 0 } else { now.saturating_add(timeout_ms) },
                 generation,
             };
+        }
+        if timeout_ms != 0 {
+            self.arm(now.saturating_add(timeout_ms), slot as u16, generation);
         }
         Ok((id, n))
     }
@@ -580,6 +638,8 @@ impl<const N: usize> Session<N> {
                 }
             }
         }
+        // No request of this connection waits for a deadline any more.
+        self.timers.0.clear();
         if auth_failure {
             ev(Event::AuthenticationFailed);
         }

@@ -340,3 +340,44 @@ fn pushes_are_routed_out_and_capacity_is_bounded() {
     }
     assert_eq!(h.request(3, &begin(), 0).err(), Some(RequestError::Capacity));
 }
+
+#[test]
+fn deadlines_come_due_in_order_however_requests_end() {
+    // Four labelled requests with deadlines out of order.
+    let mut h = Harness::current(Capabilities::CORRELATION.0);
+    let mut ids = Vec::new();
+    for (i, t) in [300u64, 100, 400, 200].into_iter().enumerate() {
+        let (id, f) = h.request(0, &begin(), t).unwrap();
+        ids.push((id, label_of(&f), i));
+    }
+    assert_eq!(h.s.poll_timeout(), Some(100));
+    // The earliest is answered: the next deadline is the next one armed.
+    let (_, l, _) = ids[1];
+    h.frame(1, &reply(MsgType::KV_BEGIN, l, Reply::Ok(kv::BeginOk { tx_id: 1 }))).unwrap();
+    assert_eq!(h.s.poll_timeout(), Some(200));
+    // A cancelled request's deadline no longer counts.
+    h.s.cancel(ids[3].0);
+    assert_eq!(h.s.poll_timeout(), Some(300));
+    // Requests that start and end, with deadlines before and after the
+    // armed ones: the later ones leave stale entries below the top, which
+    // fill the heap (4 entries) and make it rebuild; the answer stays exact.
+    for n in 0..50u64 {
+        let timeout = if n % 2 == 0 { 10 } else { 1000 + n };
+        let (id, f) = h.request(2 + n, &begin(), timeout).unwrap();
+        let expect = if n % 2 == 0 { 12 + n } else { 300 };
+        assert_eq!(h.s.poll_timeout(), Some(expect));
+        let l = label_of(&f);
+        h.frame(3 + n, &reply(MsgType::KV_BEGIN, l, Reply::Ok(kv::BeginOk { tx_id: 2 }))).unwrap();
+        assert!(h.take().iter().any(|e| matches!(e, Ev::Reply(r, ..) if *r == id)));
+        assert_eq!(h.s.poll_timeout(), Some(300));
+    }
+    // Only the two requests still armed time out, each at its deadline.
+    h.timeout(299).unwrap();
+    assert!(h.take().is_empty());
+    h.timeout(300).unwrap();
+    assert_eq!(h.take(), vec![Ev::Failed(ids[0].0, FailReason::TimedOut)]);
+    assert_eq!(h.s.poll_timeout(), Some(400));
+    h.timeout(1000).unwrap();
+    assert_eq!(h.take(), vec![Ev::Failed(ids[2].0, FailReason::TimedOut)]);
+    assert_eq!(h.s.poll_timeout(), None);
+}
