@@ -122,24 +122,10 @@ impl<
     const TX: usize,
     const SOCKET: usize,
     const TOKEN: usize,
-> Default for Resources<'_, N, S, Q, M, TX, SOCKET, TOKEN>
-{
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<
-    const N: usize,
-    const S: usize,
-    const Q: usize,
-    const M: usize,
-    const TX: usize,
-    const SOCKET: usize,
-    const TOKEN: usize,
 > Resources<'_, N, S, Q, M, TX, SOCKET, TOKEN>
 {
     /// Empty storage (all zeroes: it lands in `.bss`).
+    #[allow(clippy::new_without_default, reason = "`Default` cannot be const; `ConstStaticCell` needs a const fn")]
     pub const fn new() -> Self {
         Resources {
             engine: None,
