@@ -1,7 +1,9 @@
 //! Codec micro-benchmarks: encode, and decode + walk the borrowed view, for
 //! the hot paths of WIRE.md (a small KV PUT, a Notice PUBLISH, an RPC
 //! RESPONSE chunk, a 100-item Stream READ page, a 64-item Queue RESERVE
-//! page), plus the record-header decode every received record goes through.
+//! page), plus the record-header decode every received record goes through,
+//! and the correlation of a labelled reply with 1,024 requests in flight
+//! (fitz-client's session).
 //!
 //! A counting global allocator measures allocations per operation for each
 //! benchmark before criterion times it; the counts are printed and written
@@ -15,9 +17,10 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fitz_std::core::{Config, DialectMode, Event, Session};
 use fitz_wire::frame::{self, TcpFrame};
 use fitz_wire::stream::{self, Cursor, EventRecord, Item, Page, PageLayout, ReadOk};
-use fitz_wire::{Record, RecordHeader, Reply, Uuid, kv, notice, queue, rpc};
+use fitz_wire::{Capabilities, MsgType, Record, RecordHeader, Reply, Uuid, kv, notice, queue, rpc};
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -279,6 +282,7 @@ fn benches(c: &mut Criterion) {
         },
     ];
     run(c, cases, &mut allocs);
+    correlation(c, &mut allocs);
 
     let json: Vec<String> =
         allocs.iter().map(|(n, a)| format!("  {{\"name\": \"{n}\", \"allocs_per_op\": {a}}}")).collect();
@@ -286,6 +290,65 @@ fn benches(c: &mut Criterion) {
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_owned());
     let _ = std::fs::write(format!("{target}/codec-allocs.json"), format!("[\n{}\n]\n", json.join(",\n")));
     assert!(allocs.iter().all(|(_, a)| *a == 0), "a codec path allocated: {allocs:?}");
+}
+
+/// The label the session put on a request frame (TCP: after the prefix).
+fn label_of(tcp_frame: &[u8]) -> u64 {
+    let l = frame::LabelledRecords::from_client(&tcp_frame[frame::TCP_PREFIX..]).next().unwrap().unwrap();
+    l.label.unwrap().get()
+}
+
+/// A session with 1,024 labelled KV GETs in flight; one operation is a
+/// reply to the oldest being matched to its request (O(1): the label
+/// encodes slot and generation) and a new request taking its slot, so
+/// 1,024 stay in flight. The reply frame is encoded in the loop (about a
+/// small encode's cost) and the new label read back from the request.
+fn correlation(c: &mut Criterion, allocs: &mut Vec<(String, u64)>) {
+    const IN_FLIGHT: usize = 1024;
+    let cfg = Config { transport: frame::Transport::Tcp, dialect: DialectMode::Auto, ..Config::default() };
+    let mut s: Box<Session<IN_FLIGHT>> = Box::new(Session::new(cfg));
+    let mut out = vec![0u8; 256];
+    s.connecting(&mut |_| {});
+    s.connected(0, b"", &mut out, &mut |_| {}).unwrap();
+    let hello =
+        fitz_wire::control::ServerHello { protocol_version: 1, capabilities: Capabilities::CORRELATION, trailing: &[] };
+    let mut hello_rec = vec![0u8; fitz_wire::record::encoded_len(&hello)];
+    fitz_wire::record::encode(&hello, &mut hello_rec).unwrap();
+    s.handle_frame(1, &hello_rec, &mut |_| {}).unwrap();
+    let get = kv::Get { tx_id: 1, route: "kv://acme/orders/main", key: b"order:1001" };
+    let mut labels = vec![0u64; IN_FLIGHT];
+    for _ in 0..IN_FLIGHT {
+        let (id, n) = s.request(2, &get, 5_000, &mut out).unwrap();
+        labels[id.slot()] = label_of(&out[..n]);
+    }
+    let value = [0x42u8; 32];
+    let reply = fitz_wire::codec::Typed::new(MsgType::KV_GET, Reply::Ok(kv::GetOk { value: Some(&value) }));
+    let mut reply_buf = [0u8; 256];
+    let mut next = 0usize;
+    let mut op = || {
+        let label = core::num::NonZeroU64::new(labels[next]).unwrap();
+        let n = frame::encode_frame(
+            frame::Transport::WebSocket,
+            Some((MsgType::CORRELATED, label)),
+            &reply,
+            &mut reply_buf,
+        )
+        .unwrap();
+        let mut matched = false;
+        s.handle_frame(3, black_box(&reply_buf[..n]), &mut |e| matched |= matches!(e, Event::Reply { .. })).unwrap();
+        assert!(matched, "the reply was not matched to its request");
+        let (id, m) = s.request(3, &get, 5_000, &mut out).unwrap();
+        labels[id.slot()] = label_of(&out[..m]);
+        next = (next + 1) % IN_FLIGHT;
+    };
+    let name = "correlation_1024_in_flight";
+    let n = allocs_per_op(&mut op);
+    println!("allocs/op {name:<32} {n}");
+    allocs.push((name.to_owned(), n));
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(name, |b| b.iter(&mut op));
+    g.finish();
 }
 
 criterion_group!(codec, benches);

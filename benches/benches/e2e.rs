@@ -1290,6 +1290,8 @@ fn benches(transport: Transport) -> Vec<Bench> {
         v.extend([
             Bench::KvPut(1),
             Bench::KvPut(64),
+            // KV begin+put+commit on an in-process echo.
+            Bench::KvTxn,
             Bench::Notice,
             Bench::NoticeLatency,
             Bench::Rpc(1),

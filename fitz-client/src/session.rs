@@ -224,19 +224,110 @@ const GEN_BITS: u32 = 20;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
 
-/// Request deadlines in a min-heap: `(deadline, slot, generation)`.
-/// Entries of requests that ended stay until they reach the top and are
-/// dropped there, so finding the next deadline costs O(log N) per request
-/// instead of a walk of every slot per frame. When the heap fills with
-/// such stale entries it is rebuilt from the slots (at most once per `N`
-/// requests).
+/// The slots whose requests wait for a deadline, in a binary min-heap
+/// keyed by deadline, with each slot's position in it: arming, disarming
+/// and finding the next deadline cost O(log N) instead of a walk of every
+/// slot per frame, and the heap holds exactly the armed slots.
 #[derive(Debug, Clone)]
-struct Timers<const N: usize>(heapless::binary_heap::BinaryHeap<(u64, u16, u32), heapless::binary_heap::Min, N>);
+struct Timers<const N: usize> {
+    /// Slot indices, heap-ordered by their deadline.
+    heap: [u16; N],
+    /// Where each slot is in `heap` (`NOT_ARMED` if it is not).
+    pos: [u16; N],
+    len: usize,
+}
+
+const NOT_ARMED: u16 = u16::MAX;
 
 #[cfg(feature = "defmt")]
 impl<const N: usize> defmt::Format for Timers<N> {
     fn format(&self, f: defmt::Formatter<'_>) {
-        defmt::write!(f, "Timers({=usize} armed)", self.0.len());
+        defmt::write!(f, "Timers({=usize} armed)", self.len);
+    }
+}
+
+impl<const N: usize> Timers<N> {
+    const fn new() -> Self {
+        Timers { heap: [0; N], pos: [NOT_ARMED; N], len: 0 }
+    }
+
+    fn key(slots: &[Slot], at: usize, heap: &[u16]) -> u64 {
+        heap.get(at).and_then(|&i| slots.get(usize::from(i))).map_or(u64::MAX, |s| s.deadline)
+    }
+
+    /// The armed slot with the earliest deadline.
+    fn first(&self) -> Option<usize> {
+        (self.len > 0).then(|| self.heap.first().map(|&i| usize::from(i))).flatten()
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        for at in [a, b] {
+            if let Some(&slot) = self.heap.get(at)
+                && let Some(p) = self.pos.get_mut(usize::from(slot))
+            {
+                *p = at as u16;
+            }
+        }
+    }
+
+    fn up(&mut self, slots: &[Slot], mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if Self::key(slots, at, &self.heap) >= Self::key(slots, parent, &self.heap) {
+                break;
+            }
+            self.swap(at, parent);
+            at = parent;
+        }
+    }
+
+    fn down(&mut self, slots: &[Slot], mut at: usize) {
+        loop {
+            let (l, r) = (2 * at + 1, 2 * at + 2);
+            let mut min = at;
+            for c in [l, r] {
+                if c < self.len && Self::key(slots, c, &self.heap) < Self::key(slots, min, &self.heap) {
+                    min = c;
+                }
+            }
+            if min == at {
+                return;
+            }
+            self.swap(at, min);
+            at = min;
+        }
+    }
+
+    /// Brings `slot`'s entry in line with whether it waits for a deadline:
+    /// added if it now does, removed if it no longer does.
+    fn sync(&mut self, slots: &[Slot], slot: usize) {
+        let armed = slots.get(slot).is_some_and(Slot::waits_deadline);
+        let at = self.pos.get(slot).copied().unwrap_or(NOT_ARMED);
+        if armed && at == NOT_ARMED {
+            let (Some(h), Some(p)) = (self.heap.get_mut(self.len), self.pos.get_mut(slot)) else { return };
+            *h = slot as u16;
+            *p = self.len as u16;
+            self.len += 1;
+            self.up(slots, self.len - 1);
+        } else if !armed && at != NOT_ARMED {
+            let at = usize::from(at);
+            let last = self.len - 1;
+            self.swap(at, last);
+            self.len = last;
+            if let Some(p) = self.pos.get_mut(slot) {
+                *p = NOT_ARMED;
+            }
+            if at < self.len {
+                self.down(slots, at);
+                self.up(slots, at);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.pos = [NOT_ARMED; N];
+        self.len = 0;
     }
 }
 
@@ -271,7 +362,7 @@ impl<const N: usize> Session<N> {
             heard: false,
             epoch: 0,
             slots: [FREE; N],
-            timers: Timers(heapless::binary_heap::BinaryHeap::new()),
+            timers: Timers::new(),
         }
     }
 
@@ -348,17 +439,9 @@ impl<const N: usize> Session<N> {
     }
 
     /// The next instant [`Session::handle_timeout`] must run, if any.
-    pub fn poll_timeout(&mut self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<u64> {
         let auth = (self.state == State::Authenticating).then_some(self.auth_deadline);
-        // Drop the entries of requests that ended; the top is then the
-        // earliest deadline still armed.
-        while let Some(&(d, slot, generation)) = self.timers.0.peek() {
-            if self.armed(d, slot, generation) {
-                break;
-            }
-            self.timers.0.pop();
-        }
-        let slots = self.timers.0.peek().map(|&(d, _, _)| d);
+        let slots = self.timers.first().and_then(|i| self.slots.get(i)).map(|s| s.deadline);
         match (auth, slots) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -378,43 +461,14 @@ impl<const N: usize> Session<N> {
             }
         }
         let epoch = self.epoch;
-        while let Some(&(d, slot, generation)) = self.timers.0.peek() {
-            if d > now {
-                break;
-            }
-            self.timers.0.pop();
-            if self.armed(d, slot, generation)
-                && let Some(s) = self.slots.get_mut(usize::from(slot))
-            {
-                s.tombstone = true;
-                let id = RequestId { slot, generation, epoch };
-                ev(Event::Failed { id, reason: FailReason::TimedOut });
-            }
+        while let Some(slot) = self.timers.first() {
+            let Some(s) = self.slots.get_mut(slot).filter(|s| s.deadline <= now) else { break };
+            s.tombstone = true;
+            let id = RequestId { slot: slot as u16, generation: s.generation, epoch };
+            self.timers.sync(&self.slots, slot);
+            ev(Event::Failed { id, reason: FailReason::TimedOut });
         }
         Ok(())
-    }
-
-    /// True if the heap entry `(deadline, slot, generation)` is the armed
-    /// deadline of a pending request (not of one that ended).
-    fn armed(&self, deadline: u64, slot: u16, generation: u32) -> bool {
-        self.slots
-            .get(usize::from(slot))
-            .is_some_and(|s| s.generation == generation && s.waits_deadline() && s.deadline == deadline)
-    }
-
-    /// Arms the deadline of the request in `slot`.
-    fn arm(&mut self, deadline: u64, slot: u16, generation: u32) {
-        if self.timers.0.push((deadline, slot, generation)).is_err() {
-            // Full of entries of requests that ended: rebuild from the
-            // slots, which hold at most N armed deadlines (this one
-            // included).
-            self.timers.0.clear();
-            for (i, s) in self.slots.iter().enumerate() {
-                if s.waits_deadline() {
-                    let _ = self.timers.0.push((s.deadline, i as u16, s.generation));
-                }
-            }
-        }
     }
 
     /// True if a request of `msg_type` would be labelled (pipelined).
@@ -474,9 +528,7 @@ impl<const N: usize> Session<N> {
                 generation,
             };
         }
-        if timeout_ms != 0 {
-            self.arm(now.saturating_add(timeout_ms), slot as u16, generation);
-        }
+        self.timers.sync(&self.slots, slot);
         Ok((id, n))
     }
 
@@ -503,6 +555,7 @@ impl<const N: usize> Session<N> {
         } else if id.epoch == epoch {
             s.tombstone = true;
         }
+        self.timers.sync(&self.slots, id.slot());
     }
 
     /// Number of slots in use (pending requests and tombstones).
@@ -613,6 +666,7 @@ impl<const N: usize> Session<N> {
         } else {
             *s = Slot { generation: s.generation, ..FREE };
         }
+        self.timers.sync(&self.slots, slot);
         if deliver {
             ev(Event::Reply { id, msg_type: ty, payload });
         }
@@ -639,7 +693,7 @@ impl<const N: usize> Session<N> {
             }
         }
         // No request of this connection waits for a deadline any more.
-        self.timers.0.clear();
+        self.timers.clear();
         if auth_failure {
             ev(Event::AuthenticationFailed);
         }
