@@ -239,7 +239,8 @@ impl<'d, const N: usize, const S: usize, const Q: usize, const M: usize> Shared 
     }
 }
 
-/// The client tasks use (`Copy`; see [`fitz_client::Client`] for the API).
+/// The client tasks use: one pointer, cheap to clone (see
+/// [`fitz_client::Client`] for the API).
 pub type Client<
     'd,
     const N: usize = REQUEST_SLOTS,
