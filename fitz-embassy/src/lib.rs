@@ -406,8 +406,10 @@ impl<'d, const N: usize, const S: usize, const Q: usize, const M: usize> Runner<
         let buffers = Buffers { spare: &mut *self.spare, token: &mut *self.token };
         let stopped =
             driver::run(self.handle, &mut self.connector, EmbassyClock, tokens, self.policy, random, buffers).await;
+        // A FIN for the broker; a peer that is gone cannot hold the task
+        // longer than a second.
         self.connector.socket.close();
-        let _ = self.connector.socket.flush().await;
+        let _ = embassy_time::with_timeout(Duration::from_secs(1), self.connector.socket.flush()).await;
         stopped
     }
 
