@@ -565,12 +565,7 @@ impl Clients {
                 let c = self.ours.clone();
                 let fence = async {
                     c.notice().publish(&fence_route, b"fence").await.map_err(fail!("publish (fence)"))?;
-                    match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
-                        Ok(Some(Ok(_))) => Ok(()),
-                        Ok(Some(Err(e))) => Err(format!("fence delivery: {e}")),
-                        Ok(None) => Err("fence subscription ended".to_owned()),
-                        Err(_) => Err("fence not delivered within 30 s".to_owned()),
-                    }
+                    fence_delivered(tokio::time::timeout(Duration::from_secs(30), sub.next()).await)
                 };
                 let op = move |c: Arc<fitz_std::Client>| async move {
                     c.notice().publish(load, BODY).await.map_err(fail!("publish"))
@@ -585,12 +580,7 @@ impl Clients {
                 let states = [Arc::new(notice.clone())];
                 let fence = async {
                     notice.publish(&fence_route, b"fence").await.map_err(fail!("publish (fence)"))?;
-                    match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
-                        Ok(Some(Ok(_))) => Ok(()),
-                        Ok(Some(Err(e))) => Err(format!("fence delivery: {e}")),
-                        Ok(None) => Err("fence subscription ended".to_owned()),
-                        Err(_) => Err("fence not delivered within 30 s".to_owned()),
-                    }
+                    fence_delivered(tokio::time::timeout(Duration::from_secs(30), sub.next()).await)
                 };
                 let op = move |n: Arc<cntryl_fitz::client_domains::notice::NoticeClient>| async move {
                     n.publish(load, BODY).await.map_err(fail!("publish"))
@@ -1419,5 +1409,15 @@ fn main() {
             eprintln!("e2e: benchmark failed: {e}");
             std::process::exit(1);
         }
+    }
+}
+
+/// The outcome of waiting for a fence notice, for either client.
+fn fence_delivered<T, E: std::fmt::Display>(r: Result<Option<Result<T, E>>, tokio::time::error::Elapsed>) -> Res<()> {
+    match r {
+        Ok(Some(Ok(_))) => Ok(()),
+        Ok(Some(Err(e))) => Err(format!("fence delivery: {e}")),
+        Ok(None) => Err("fence subscription ended".to_owned()),
+        Err(_) => Err("fence not delivered within 30 s".to_owned()),
     }
 }

@@ -92,6 +92,24 @@ pub trait TokenProvider {
     async fn token(&mut self, out: &mut [u8]) -> Result<usize, Error>;
 }
 
+/// Copies `token` into a provider's `out` buffer and returns its length,
+/// or [`Error::Invalid`] if it does not fit: what every provider does last.
+pub fn write_token(out: &mut [u8], token: &[u8]) -> Result<usize, Error> {
+    let dst = out.get_mut(..token.len()).ok_or(Error::Invalid("token longer than the token buffer"))?;
+    dst.copy_from_slice(token);
+    Ok(token.len())
+}
+
+/// A provider of one token that never changes (empty = anonymous).
+#[derive(Debug, Clone, Copy)]
+pub struct Fixed<'a>(pub &'a [u8]);
+
+impl TokenProvider for Fixed<'_> {
+    async fn token(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        write_token(out, self.0)
+    }
+}
+
 /// The anonymous provider: an empty token.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Anonymous;

@@ -352,20 +352,6 @@ impl<const M: usize> driver::Connector for Connector<'_, M> {
     }
 }
 
-/// A token that never changes.
-#[derive(Debug, Clone, Copy)]
-struct FixedToken<'a>(Option<&'a str>);
-
-impl TokenProvider for FixedToken<'_> {
-    async fn token(&mut self, out: &mut [u8]) -> Result<usize, fitz_client::Error> {
-        let t = self.0.unwrap_or("").as_bytes();
-        out.get_mut(..t.len())
-            .ok_or(fitz_client::Error::Invalid("token longer than the token buffer"))?
-            .copy_from_slice(t);
-        Ok(t.len())
-    }
-}
-
 /// The connection task's state: run it in its own embassy task with
 /// [`Runner::run`] (or [`Runner::run_forever`]).
 pub struct Runner<
@@ -388,7 +374,7 @@ impl<'d, const N: usize, const S: usize, const Q: usize, const M: usize> Runner<
     /// Runs the connection with the configured token until the client is
     /// closed or gives up (per the reconnect policy).
     pub fn run(self) -> impl Future<Output = Stopped> {
-        let fixed = FixedToken(self.fixed);
+        let fixed = driver::Fixed(self.fixed.unwrap_or("").as_bytes());
         self.run_with(fixed)
     }
 

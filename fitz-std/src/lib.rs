@@ -145,9 +145,7 @@ impl driver::TokenProvider for Tokens {
     async fn token(&mut self, out: &mut [u8]) -> Result<usize, Error> {
         let Some(f) = &self.0 else { return Ok(0) };
         let t = f().await?;
-        let dst = out.get_mut(..t.len()).ok_or(Error::Invalid("token longer than 4 KiB"))?;
-        dst.copy_from_slice(t.as_bytes());
-        Ok(t.len())
+        driver::write_token(out, t.as_bytes())
     }
 }
 
